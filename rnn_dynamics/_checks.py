@@ -1,0 +1,158 @@
+"""Input checks and numerical warnings, run in Python before anything is traced.
+
+Every check looks only at static facts (types, shapes, dtypes, Python values), so it works
+the same on concrete arrays and on tracers inside a user's ``jax.jit`` or ``jax.vmap``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class NumericalWarning(UserWarning):
+    """A result over- or underflowed its floating-point range (see the message for the fix)."""
+
+
+def float_dtype(dtype=None):
+    """``dtype`` if given, else the default float (float32 unless x64 is on)."""
+    if dtype is None:
+        return jax.dtypes.canonicalize_dtype(jnp.float64)
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive int, got {value!r} ({type(value).__name__}).")
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value}.")
+    return int(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    if isinstance(value, jax.core.Tracer):
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a non-negative number, got {value!r}.") from None
+    if not v >= 0 or math.isinf(v):
+        raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}.")
+    return v
+
+
+def check_unit_interval(name: str, value: Any, *, open_left: bool = False) -> float:
+    v = check_nonnegative(name, value)
+    if v > 1 or (open_left and v == 0):
+        lo = "(0" if open_left else "[0"
+        raise ValueError(f"{name}: expected a number in {lo}, 1], got {value!r}.")
+    return v
+
+
+def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
+    valid = tuple(valid)
+    if value not in valid:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, valid))}; got {value!r}.")
+    return value
+
+
+def check_cell(cell) -> None:
+    from .cells import Cell
+
+    if not isinstance(cell, Cell):
+        raise TypeError(
+            f"cell: expected an rd.cells.Cell (made by a factory such as rd.cells.vanilla(...)), "
+            f"got {type(cell).__name__}."
+        )
+
+
+def _as_float_array(name: str, x: Any):
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(f"{name}: expected an array of floats, got {type(x).__name__}.") from None
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            raise TypeError(f"{name}: expected real floats, got dtype {x.dtype}.")
+        x = x.astype(float_dtype())
+    return x
+
+
+def as_state(cell, h: Any, name: str = "h1"):
+    """``h`` as a float array of shape ``(cell.state_size,)``, or a clear error."""
+    h = _as_float_array(name, h)
+    if h.shape != (cell.state_size,):
+        hint = " For several states at once, use jax.vmap." if h.ndim > 1 else ""
+        raise ValueError(
+            f"{name}: expected shape ({cell.state_size},) (cell.state_size of this "
+            f"{cell.name} cell), got {tuple(h.shape)}.{hint}"
+        )
+    return h
+
+
+def as_inputs(cell, xs: Any, name: str = "xs"):
+    """``xs`` as a float array of shape ``(T-1, cell.input_size)`` with T-1 >= 1."""
+    xs = _as_float_array(name, xs)
+    if xs.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D array (T-1, input_size) = (T-1, {cell.input_size}), "
+            f"got shape {tuple(xs.shape)} (rank {xs.ndim}). For a batch of sequences, use jax.vmap."
+        )
+    if xs.shape[1] != cell.input_size:
+        raise ValueError(
+            f"{name}: expected {cell.input_size} features per step (cell.input_size), "
+            f"got shape {tuple(xs.shape)}."
+        )
+    if xs.shape[0] == 0:
+        raise ValueError(
+            f"{name}: got zero steps (shape {tuple(xs.shape)}); pass at least one input x_2 so "
+            f"that ∂h_T/∂h_1 has T-1 >= 1 factors."
+        )
+    return xs
+
+
+def is_traced(x) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+_RANGE = {
+    "float32": "float32 overflows above about 3.4e38 = e^88.7 and flushes to zero below about "
+    "1.4e-45 = e^-103",
+    "float64": "float64 overflows above about 1.8e308 = e^709.8 and flushes to zero below about "
+    "4.9e-324 = e^-744",
+}
+
+FIX = (
+    "For the norm's growth use rd.jacobian_norms(..., log10=True), which rescales as it "
+    "multiplies and never overflows; for more range enable float64 "
+    "(jax.config.update('jax_enable_x64', True)); shorten the horizon for a dense matrix."
+)
+
+
+def warn_if_degenerate(J, what: str = "∂h_T/∂h_1", *, stacklevel: int = 3) -> None:
+    """Warn when a concrete Jacobian is non-finite or exactly zero (likely underflow).
+
+    Does nothing on tracers (inside a user's jit the values are not known yet).
+    """
+    if is_traced(J):
+        return
+    J = np.asarray(J)
+    rng = _RANGE.get(str(J.dtype), "")
+    if not np.all(np.isfinite(J)):
+        warnings.warn(
+            f"{what} has non-finite entries: the product of step Jacobians left the range of "
+            f"{J.dtype} ({rng}). {FIX}",
+            NumericalWarning,
+            stacklevel=stacklevel,
+        )
+    elif J.size and not np.any(J):
+        warnings.warn(
+            f"{what} is exactly zero. Unless the cell really kills every direction (all ReLU "
+            f"units off), the product of step Jacobians underflowed ({rng}). {FIX}",
+            NumericalWarning,
+            stacklevel=stacklevel,
+        )

@@ -1,0 +1,147 @@
+"""Initialisers for weight matrices, in the ``jax.nn.initializers`` form.
+
+Each factory closes over its settings and returns ``init(key, shape, dtype=None) -> Array``.
+``shape`` is ``(fan_out, fan_in)``: rows are the units a matrix writes to, columns the units it
+reads from, so ``W @ h`` is the recurrent drive. ``dtype=None`` means float32, or float64 when
+``jax_enable_x64`` is on.
+
+>>> import jax, rnn_dynamics as rd
+>>> W = rd.init.gaussian(1.1)(jax.random.key(0), (64, 64))    # entries N(0, 1.1**2 / 64)
+>>> W = rd.init.spectral_radius(0.95, base=rd.init.sparse(15))(jax.random.key(0), (100, 100))
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import check_nonnegative, check_positive_int, float_dtype
+
+Initializer = Callable[..., jax.Array]
+
+__all__ = ["Initializer", "gaussian", "orthogonal", "identity", "spectral_radius", "sparse", "zeros"]
+
+
+def _shape2(shape) -> tuple[int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape: expected a matrix shape (fan_out, fan_in), got {shape}.")
+    return shape
+
+
+def gaussian(gain: float = 1.0) -> Initializer:
+    """Entries i.i.d. N(0, gain² / fan_in).
+
+    For a square ``(n, n)`` matrix this gives ‖W h‖ ≈ gain·‖h‖ and, for large n, spectral radius
+    ≈ gain (circular law) and ‖W‖₂ ≈ 2·gain.
+
+    Example: ``rd.init.gaussian(1.0)(key, (128, 128))``.
+    """
+    gain = check_nonnegative("gain", gain)
+
+    def init(key, shape, dtype=None):
+        fan_out, fan_in = _shape2(shape)
+        dtype = float_dtype(dtype)
+        return (gain / np.sqrt(fan_in)) * jax.random.normal(key, (fan_out, fan_in), dtype)
+
+    return init
+
+
+def orthogonal(gain: float = 1.0) -> Initializer:
+    """A (semi-)orthogonal matrix times ``gain`` (Haar-distributed, via QR with sign fix).
+
+    Square: every singular value equals ``gain``. Example: ``rd.init.orthogonal()(key, (64, 64))``.
+    """
+    gain = check_nonnegative("gain", gain)
+
+    def init(key, shape, dtype=None):
+        shape = _shape2(shape)
+        return jax.nn.initializers.orthogonal(scale=gain)(key, shape, float_dtype(dtype))
+
+    return init
+
+
+def identity(scale: float = 1.0) -> Initializer:
+    """``scale`` times the identity (rectangular: ones on the main diagonal). The key is unused.
+
+    With ``scale=1`` and ReLU this is the IRNN of Le, Jaitly & Hinton (2015).
+    """
+    scale = check_nonnegative("scale", scale)
+
+    def init(key, shape, dtype=None):
+        del key
+        return scale * jnp.eye(*_shape2(shape), dtype=float_dtype(dtype))
+
+    return init
+
+
+def zeros(key, shape, dtype=None):
+    """All zeros (an initialiser itself, not a factory)."""
+    del key
+    return jnp.zeros(tuple(shape), float_dtype(dtype))
+
+
+def _spectral_radius_host(w):
+    w = np.asarray(w)
+    return np.max(np.abs(np.linalg.eigvals(w.astype(np.float64)))).astype(w.dtype)
+
+
+def matrix_spectral_radius(W: jax.Array) -> jax.Array:
+    """ρ(W) = max |λ_i(W)| of a square matrix; works under jit and vmap on every backend.
+
+    Eigenvalues of a non-symmetric matrix are computed on the host (numpy) through
+    ``jax.pure_callback``, because XLA has no general eigen-solver on every backend.
+    """
+    W = jnp.asarray(W)
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W: expected a square matrix, got shape {tuple(W.shape)}.")
+    out = jax.ShapeDtypeStruct((), W.dtype)
+    return jax.pure_callback(_spectral_radius_host, out, W, vmap_method="sequential")
+
+
+def spectral_radius(radius: float, base: Initializer | None = None) -> Initializer:
+    """Draw with ``base`` (default ``gaussian(1.0)``), then rescale so that ρ(W) = ``radius``.
+
+    The usual echo-state recipe (Jaeger 2001). Square shapes only. Note ρ(W) < 1 does not by
+    itself guarantee the echo-state property; σ_max(W) < 1 does.
+
+    Example: ``rd.init.spectral_radius(0.9)(key, (200, 200))``.
+    """
+    radius = check_nonnegative("radius", radius)
+    base = gaussian(1.0) if base is None else base
+
+    def init(key, shape, dtype=None):
+        n, m = _shape2(shape)
+        if n != m:
+            raise ValueError(f"shape: spectral-radius scaling needs a square matrix, got {(n, m)}.")
+        W = base(key, (n, m), float_dtype(dtype))
+        rho = matrix_spectral_radius(W)
+        return W * jnp.where(rho > 0, radius / jnp.where(rho > 0, rho, 1), 0).astype(W.dtype)
+
+    return init
+
+
+def sparse(k: int, gain: float = 1.0) -> Initializer:
+    """``k`` non-zeros per row at random columns, values N(0, gain²/k) (Pascanu et al. 2013 code).
+
+    Each row then has expected squared norm gain², as with ``gaussian(gain)``. Combine with
+    :func:`spectral_radius` for the usual sparse reservoir. Example: ``rd.init.sparse(15)``.
+    """
+    k = check_positive_int("k", k)
+    gain = check_nonnegative("gain", gain)
+
+    def init(key, shape, dtype=None):
+        n, m = _shape2(shape)
+        if k > m:
+            raise ValueError(f"k: expected at most fan_in = {m} non-zeros per row, got {k}.")
+        dtype = float_dtype(dtype)
+        k_pos, k_val = jax.random.split(key)
+        # The k smallest of m uniform numbers per row pick k distinct columns uniformly.
+        ranks = jnp.argsort(jax.random.uniform(k_pos, (n, m)), axis=1)
+        mask = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], ranks[:, :k]].set(True)
+        values = (gain / np.sqrt(k)) * jax.random.normal(k_val, (n, m), dtype)
+        return jnp.where(mask, values, jnp.zeros((), dtype))
+
+    return init
