@@ -128,8 +128,8 @@ _RANGE = {
 
 FIX = (
     "For the norm's growth use rd.jacobian_norms(..., log10=True), which rescales as it "
-    "multiplies and never overflows; for more range enable float64 "
-    "(jax.config.update('jax_enable_x64', True)); shorten the horizon for a dense matrix."
+    "multiplies and never overflows; for a dense matrix shorten the horizon or, in float32, "
+    "enable float64 (jax.config.update('jax_enable_x64', True))."
 )
 
 

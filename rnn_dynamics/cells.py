@@ -161,7 +161,8 @@ def vanilla(
     def init(key):
         kw, ku, kb = jax.random.split(key, 3)
         dt = float_dtype(dtype)
-        b = bias_scale * jax.random.normal(kb, (n,), dt) if bias else jnp.zeros((n,), dt)
+        draw_b = bias and bias_scale > 0  # skip a zero draw: each normal costs compile time
+        b = bias_scale * jax.random.normal(kb, (n,), dt) if draw_b else jnp.zeros((n,), dt)
         return {"W": rec(kw, (n, n), dt), "U": inp(ku, (n, m), dt), "b": b}
 
     def step(params, h, x):
@@ -365,7 +366,7 @@ def esn(
         return {
             "W": rec(kw, (n, n), dt),
             "U": jax.random.uniform(ku, (n, m), dt, -input_scale, input_scale),
-            "b": bias_scale * jax.random.normal(kb, (n,), dt),
+            "b": bias_scale * jax.random.normal(kb, (n,), dt) if bias_scale > 0 else jnp.zeros((n,), dt),
         }
 
     def step(params, h, x):
