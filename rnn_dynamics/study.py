@@ -45,11 +45,11 @@ class Spectra(NamedTuple):
         overflows); ``None`` when ``curve=False``.
       singular_values: (seeds, state_size) singular values of the dense ∂h_T/∂h_1 from
         ``method``, descending. Entries are 0 or non-finite where the dense product left the
-        dtype's range (see :attr:`dense_ok`).
+        dtype's range (see :attr:`dense_ok`); ``None`` when ``dense=False``.
     """
 
     log10_norms: jax.Array | None
-    singular_values: jax.Array
+    singular_values: jax.Array | None
 
     @property
     def log10_norm(self) -> jax.Array:
@@ -68,6 +68,8 @@ class Spectra(NamedTuple):
     @property
     def dense_ok(self) -> jax.Array:
         """(seeds,) True where the dense ∂h_T/∂h_1 stayed finite and non-zero."""
+        if self.singular_values is None:
+            raise ValueError("dense_ok needs the dense matrices: call spectra(..., dense=True).")
         sv = self.singular_values
         return jnp.all(jnp.isfinite(sv), axis=-1) & (sv[:, 0] > 0)
 
@@ -146,13 +148,15 @@ def default_batch_size(state_size: int, seeds: int) -> int:
     return max(1, min(seeds, 2**16 // (state_size * state_size)))
 
 
-@partial(jax.jit, static_argnames=("cell", "steps", "method", "h1_kind", "batch_size", "curve", "unroll"))
-def _spectra(cell, keys, steps, input_scale, h1, method, h1_kind, batch_size, curve, unroll):
+@partial(jax.jit, static_argnames=("cell", "steps", "method", "h1_kind", "batch_size", "curve", "dense", "unroll"))
+def _spectra(cell, keys, steps, input_scale, h1, method, h1_kind, batch_size, curve, dense, unroll):
     def one(args):
         key, h1_i = args
         params, h, xs = _draw(cell, key, steps, input_scale, h1_kind, h1_i)
-        J = _jacobian(cell, params, h, xs, method=method, unroll=unroll)
-        sv = jnp.linalg.svd(J, compute_uv=False)
+        sv = None
+        if dense:
+            J = _jacobian(cell, params, h, xs, method=method, unroll=unroll)
+            sv = jnp.linalg.svd(J, compute_uv=False)
         logs = _log_norms(cell, params, h, xs, unroll) / jnp.log(10.0).astype(h.dtype) if curve else None
         return logs, sv
 
@@ -173,6 +177,7 @@ def spectra(
     method: str = "jacfwd",
     batch_size: int | None = None,
     curve: bool = True,
+    dense: bool = True,
     unroll: int = 1,
 ) -> Spectra:
     """Jacobian spectra of ∂h_T/∂h_1 over many random seeds, in one compiled function.
@@ -188,7 +193,9 @@ def spectra(
       method: how the dense ∂h_T/∂h_1 is computed: ``"jacfwd"``, ``"jacrev"``, ``"product"``.
       batch_size: seeds vmapped together inside a ``lax.map`` over chunks; default
         :func:`default_batch_size`. 1 is a compiled loop, S a full vmap.
-      curve: also compute log10 ‖∂h_t/∂h_1‖₂ for every t (the rescaled scan).
+      curve: compute log10 ‖∂h_t/∂h_1‖₂ for every t (the rescaled scan; never overflows).
+      dense: compute the dense ∂h_T/∂h_1 and its singular values (turn off for long horizons,
+        where the dense matrix leaves the float range).
       unroll: ``lax.scan`` unroll factor.
 
     Returns:
@@ -208,12 +215,14 @@ def spectra(
     batch_size = default_batch_size(cell.state_size, seeds) if batch_size is None else batch_size
     batch_size = min(check_positive_int("batch_size", batch_size), seeds)
     unroll = check_positive_int("unroll", unroll)
+    if not (curve or dense):
+        raise ValueError("curve, dense: at least one must be True (nothing to compute).")
     kind = _h1_kind(cell, h1, seeds)
     h1_arr = jnp.zeros((), float_dtype()) if kind == "default" else jnp.asarray(h1, float_dtype())
     keys = jax.random.split(key, seeds)
     out = _spectra(cell, keys, steps, jnp.asarray(input_scale, float_dtype()), h1_arr, method,
-                   kind, batch_size, bool(curve), unroll)
-    bad = ~np.asarray(out.dense_ok)
+                   kind, batch_size, bool(curve), bool(dense), unroll)
+    bad = ~np.asarray(out.dense_ok) if dense else np.zeros(1, bool)
     if bad.any():
         warnings.warn(
             f"The dense ∂h_T/∂h_1 left the range of {out.singular_values.dtype} for "
