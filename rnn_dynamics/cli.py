@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--hidden", type=int, default=64, help="hidden size n (default 64)")
     s.add_argument("--inputs", type=int, default=8, help="input size m (default 8)")
     s.add_argument("--steps", type=int, default=300, help="T: T-1 step Jacobians (default 300)")
-    s.add_argument("--gain", type=float, nargs="+", default=[0.8, 1.0, 1.2, 1.5],
-                   help="one or more gains (default 0.8 1.0 1.2 1.5)")
+    s.add_argument("--gain", type=float, nargs="+", default=[0.8, 1.0, 1.5, 2.0, 3.0],
+                   help="one or more gains (default 0.8 1.0 1.5 2.0 3.0)")
     s.add_argument("--seeds", type=int, default=32, help="random networks per gain (default 32)")
     s.add_argument("--seed", type=int, default=0, help="PRNG seed of the study (default 0)")
     s.add_argument("--method", choices=("jacfwd", "jacrev", "product"), default="jacfwd",
