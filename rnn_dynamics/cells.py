@@ -463,10 +463,10 @@ def from_flax(module, input_size: int, *, dtype=None) -> Cell:
 
     def step(params, state, x):
         carry, _ = module.apply(params, unravel(state), x)
-        return ravel_pytree(carry)[0]
+        return ravel_pytree(carry)[0].astype(state.dtype)
 
     def hidden(state):
         return state[..., size - n_last :]
 
-    return Cell(init, _zeros_state(size), step, m, size, hidden_size,
+    return Cell(init, lambda params: jnp.zeros((size,), dt), step, m, size, hidden_size,
                 f"flax-{type(module).__name__}", hidden)
