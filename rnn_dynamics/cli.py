@@ -6,6 +6,7 @@ A thin argparse layer over :func:`rnn_dynamics.spectra`, :mod:`rnn_dynamics.stor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,9 @@ def _run_spectrum(args, parser) -> int:
 
 
 def main(argv=None) -> int:
+    # The per-seed SVDs call OpenBLAS (through scipy, loaded at the first SVD); its spinning
+    # threads fight XLA's for the cores and halved seeds/s at n = 128 on a 2-core CPU.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = _parser()
     args = parser.parse_args(argv)
     sub = parser._subparsers._group_actions[0].choices[args.command]

@@ -21,7 +21,10 @@ from ._checks import check_nonnegative, check_positive_int, float_dtype
 
 Initializer = Callable[..., jax.Array]
 
-__all__ = ["Initializer", "gaussian", "orthogonal", "identity", "spectral_radius", "sparse", "zeros"]
+__all__ = [
+    "Initializer", "gaussian", "orthogonal", "identity", "spectral_radius", "sparse", "zeros",
+    "matrix_spectral_radius",
+]
 
 
 def _shape2(shape) -> tuple[int, int]:
@@ -92,6 +95,13 @@ def matrix_spectral_radius(W: jax.Array, squarings: int | None = None) -> jax.Ar
     K = 40 squarings (float32) or 64 (float64) put it below the rounding error. Nothing
     overflows (every B_k has unit norm). No eigen-solver is needed, which XLA lacks on some
     backends. Measured against ``numpy.linalg.eigvals``: relative error below 1e-6 in float32.
+
+    Args:
+      W: (n, n).
+      squarings: K; default 40 (float32) or 64 (float64).
+
+    Returns:
+      A scalar of W's dtype. Example: ``rd.init.matrix_spectral_radius(2.0 * jnp.eye(3))`` is 2.0.
     """
     W = jnp.asarray(W)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:

@@ -37,6 +37,7 @@ from ._checks import (
     is_traced,
     warn_if_degenerate,
 )
+from ._compile import jit_dispatch
 from .rollout import _final, _rollout
 
 __all__ = ["METHODS", "jacobian", "step_jacobians", "jacobian_norms"]
@@ -81,7 +82,7 @@ def _jacobian(cell, params, h1, xs, method="jacfwd", unroll=1):
     return _IMPLS[method](cell, params, h1, xs, unroll)
 
 
-_jacobian_jit = jax.jit(_jacobian, static_argnames=("cell", "method", "unroll"))
+_jacobian_jit = jit_dispatch(_jacobian, static_argnames=("cell", "method", "unroll"))
 
 
 def _check_common(cell, h1, xs, unroll):
@@ -113,7 +114,7 @@ def jacobian(cell, params, h1, xs, *, method: str = "jacfwd", unroll: int = 1) -
     """
     check_choice("method", method, METHODS)
     h1, xs, unroll = _check_common(cell, h1, xs, unroll)
-    J = _jacobian_jit(cell, params, h1, xs, method=method, unroll=unroll)
+    J = _jacobian_jit(cell.state_size, cell, params, h1, xs, method=method, unroll=unroll)
     warn_if_degenerate(J, "∂h_T/∂h_1")
     return J
 
@@ -196,7 +197,7 @@ def _log_norms(cell, params, h1, xs, unroll=1, svd=False):
     return jax.lax.scan(body, init, xs, unroll=unroll)[1]
 
 
-_log_norms_jit = jax.jit(_log_norms, static_argnames=("cell", "unroll", "svd"))
+_log_norms_jit = jit_dispatch(_log_norms, static_argnames=("cell", "unroll", "svd"))
 
 
 def jacobian_norms(
@@ -226,7 +227,7 @@ def jacobian_norms(
         norms = rd.jacobian_norms(cell, p, h1, xs, log10=True)   # (T-1,) log10 norms
     """
     h1, xs, unroll = _check_common(cell, h1, xs, unroll)
-    logs = _log_norms_jit(cell, params, h1, xs, unroll=unroll, svd=bool(svd)) / jnp.log(10.0).astype(h1.dtype)
+    logs = _log_norms_jit(cell.state_size, cell, params, h1, xs, unroll=unroll, svd=bool(svd)) / jnp.log(10.0).astype(h1.dtype)
     if log10:
         return logs
     norms = 10.0**logs

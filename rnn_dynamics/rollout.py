@@ -64,7 +64,11 @@ def rollout(cell, params, h1, xs, *, unroll: int = 1) -> jax.Array:
 
 
 def final_state(cell, params, h1, xs, *, unroll: int = 1) -> jax.Array:
-    """h_T only, shape (state_size,), without storing the trajectory. Arguments as :func:`rollout`."""
+    """h_T only, shape (state_size,), without storing the trajectory.
+
+    Arguments as :func:`rollout` (h1 (state_size,), xs (T-1, input_size) = x_2..x_T).
+    Example: ``rd.final_state(cell, p, h1, xs)`` equals ``rd.rollout(cell, p, h1, xs)[-1]``.
+    """
     check_cell(cell)
     h1 = as_state(cell, h1)
     xs = as_inputs(cell, xs)

@@ -8,6 +8,10 @@ entry is ``pytest.param(name, factory, id=name)`` (use with
 from __future__ import annotations
 
 import contextlib
+import os
+
+# Before jax/scipy load OpenBLAS: its threads would fight XLA's on a 2-core CI machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import flax.linen as nn
 import jax
