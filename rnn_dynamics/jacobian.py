@@ -27,7 +27,6 @@ without XLA's YNNPACK dots, 1.8x faster at n = 128 (``rnn_dynamics._compile``).
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax

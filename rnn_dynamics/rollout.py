@@ -16,7 +16,6 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 
 from ._checks import as_inputs, as_state, check_cell, check_positive_int
 

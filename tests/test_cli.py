@@ -71,3 +71,20 @@ def test_module_entry_point_prints_help():
     r = subprocess.run([sys.executable, "-m", "rnn_dynamics", "spectrum", "--help"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--gain" in r.stdout
+
+
+def test_x64_flag_computes_in_float64(tmp_path):
+    import jax
+
+    old = jax.config.jax_enable_x64
+    try:
+        # T = 400 at g = 0.8: the dense ∂h_T/∂h_1 (~1e-60 here) underflows in float32, not in float64
+        assert cli.main(["spectrum", "--hidden", "4", "--inputs", "2", "--steps", "400", "--seeds", "2",
+                         "--gain", "0.8", "--x64", "--out", str(tmp_path), "--no-plot"]) == 0
+    finally:
+        jax.config.update("jax_enable_x64", old)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["environment"]["x64"] is True and res["config"]["x64"] is True
+    run = res["runs"][0]
+    assert all(run["dense_ok"]) and max(run["log10_norm"]) < -45
+    np.testing.assert_allclose(np.log10(np.asarray(run["singular_values"])[:, 0]), run["log10_norm"], atol=1e-8)

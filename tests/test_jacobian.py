@@ -1,7 +1,6 @@
 """Jacobians against closed forms and against independent methods."""
 from __future__ import annotations
 
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import rnn_dynamics as rd
-from conftest import ALL_CELLS, x64_enabled
+from conftest import ALL_CELLS
 
 KEY = jax.random.key(0)
 

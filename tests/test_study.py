@@ -76,7 +76,7 @@ def test_curve_only_and_dense_only():
     np.testing.assert_allclose(curve.log10_norms, both.log10_norms, rtol=1e-6)
     np.testing.assert_allclose(dense.singular_values, both.singular_values, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="growth_rate needs the curve"):
-        dense.growth_rate
+        _ = dense.growth_rate
     with pytest.raises(ValueError, match="at least one"):
         rd.spectra(CELL, KEY, seeds=S, steps=T, curve=False, dense=False)
 
