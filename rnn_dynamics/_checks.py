@@ -156,3 +156,19 @@ def warn_if_degenerate(J, what: str = "∂h_T/∂h_1", *, stacklevel: int = 3) -
             NumericalWarning,
             stacklevel=stacklevel,
         )
+
+
+def warn_if_norms_lost(logs, norms, *, stacklevel: int = 3) -> None:
+    """Warn when finite log-norms came back as 0 or inf in linear scale (concrete arrays only)."""
+    if is_traced(norms):
+        return
+    logs, norms = np.asarray(logs), np.asarray(norms)
+    lost = norms[np.isfinite(logs)]
+    if np.any((lost == 0) | ~np.isfinite(lost)):
+        lo, hi = np.nanmin(logs), np.nanmax(logs)
+        warnings.warn(
+            f"‖∂h_t/∂h_1‖₂ spans 1e{lo:.0f}..1e{hi:.0f}, beyond the range of {norms.dtype}; "
+            f"those entries are 0 or inf. Pass log10=True to get them as log10 values. {FIX}",
+            NumericalWarning,
+            stacklevel=stacklevel,
+        )

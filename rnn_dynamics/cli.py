@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ GAIN_MEANING = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The top-level parser and the ``spectrum`` sub-parser (for its error messages)."""
     p = argparse.ArgumentParser(
         prog="rnn-dynamics",
         description="Exact Jacobians of recurrent networks: how ‖∂h_T/∂h_1‖ explodes or vanishes.",
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="replace results of a different study already in --out")
     s.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
-    return p
+    return p, s
 
 
 def _make_cell(cells, args, gain):
@@ -163,8 +165,6 @@ def _run_spectrum(args, parser) -> int:
             except (ValueError, TypeError) as e:
                 parser.error(str(e))
             t0 = time.perf_counter()
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rd.NumericalWarning)  # reported in the table
                 sp = rd.spectra(cell, key, seeds=args.seeds, steps=args.steps,
@@ -212,12 +212,9 @@ def main(argv=None) -> int:
     # The per-seed SVDs call OpenBLAS (through scipy, loaded at the first SVD); its spinning
     # threads fight XLA's for the cores and halved seeds/s at n = 128 on a 2-core CPU.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    parser = _parser()
-    args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
-    if args.command == "spectrum":
-        return _run_spectrum(args, sub)
-    return 2  # pragma: no cover
+    parser, spectrum = _parser()
+    args = parser.parse_args(argv)  # the sub-command is required: only "spectrum" gets here
+    return _run_spectrum(args, spectrum)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,18 +31,15 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._checks import (
-    NumericalWarning,
-    FIX,
     as_inputs,
     as_state,
     check_cell,
     check_choice,
     check_positive_int,
-    is_traced,
     warn_if_degenerate,
+    warn_if_norms_lost,
 )
 from ._compile import jit_dispatch
 from .rollout import _final, _rollout
@@ -234,22 +231,10 @@ def jacobian_norms(
         norms = rd.jacobian_norms(cell, p, h1, xs, log10=True)   # (T-1,) log10 norms
     """
     h1, xs, unroll = _check_common(cell, h1, xs, unroll)
-    logs = _log_norms_jit(cell.state_size, cell, params, h1, xs, unroll=unroll, svd=bool(svd)) / jnp.log(10.0).astype(h1.dtype)
+    logs = _log_norms_jit(cell.state_size, cell, params, h1, xs, unroll=unroll, svd=bool(svd))
+    logs = logs / jnp.log(10.0).astype(h1.dtype)
     if log10:
         return logs
     norms = 10.0**logs
-    if not is_traced(norms):
-        finite_logs = np.isfinite(np.asarray(logs))
-        lost = np.asarray(norms)[finite_logs]
-        if np.any((lost == 0) | ~np.isfinite(lost)):
-            import warnings
-
-            lo, hi = np.nanmin(np.asarray(logs)), np.nanmax(np.asarray(logs))
-            warnings.warn(
-                f"‖∂h_t/∂h_1‖₂ spans 1e{lo:.0f}..1e{hi:.0f}, beyond the range of {norms.dtype}; "
-                f"those entries are 0 or inf. Pass log10=True to get them as log10 values. "
-                + FIX,
-                NumericalWarning,
-                stacklevel=2,
-            )
+    warn_if_norms_lost(logs, norms)
     return norms

@@ -93,6 +93,7 @@ def draw_seed(cell, key, steps: int, *, input_scale=1.0, h1=None):
     """
     check_cell(cell)
     steps = _check_steps(steps)
+    input_scale = check_nonnegative("input_scale", input_scale)
     return _draw(cell, key, steps, input_scale, _h1_kind(cell, h1, None), h1)
 
 

@@ -204,8 +204,9 @@ def test_norms_never_exceed_the_lecture_bound(activation, gain, seed, x_scale):
 def test_bound_is_attained_by_the_linear_cell_with_orthogonal_W():
     cell = rd.cells.linear(2, 8, recurrent_init=rd.init.orthogonal(1.05))
     p, h1, xs = _setup(cell, 40)
-    np.testing.assert_allclose(rd.jacobian_norms(cell, p, h1, xs),
-                               rd.jacobian_bound(cell, p, np.arange(1, 40)), rtol=1e-4)
+    lags = np.arange(1, 40)
+    np.testing.assert_allclose(rd.jacobian_norms(cell, p, h1, xs), 1.05**lags, rtol=1e-4)  # ‖(1.05 Q)^k‖ = 1.05^k
+    np.testing.assert_allclose(rd.jacobian_bound(cell, p, lags), 1.05**lags, rtol=1e-4)
 
 
 def test_bound_values_from_numpy():
