@@ -60,16 +60,6 @@ def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
     return value
 
 
-def check_cell(cell) -> None:
-    from .cells import Cell
-
-    if not isinstance(cell, Cell):
-        raise TypeError(
-            f"cell: expected an rd.cells.Cell (made by a factory such as rd.cells.vanilla(...)), "
-            f"got {type(cell).__name__}."
-        )
-
-
 def _as_float_array(name: str, x: Any):
     try:
         x = jnp.asarray(x)

@@ -1,48 +1,84 @@
-"""One place for backend-specific compile options (a speed knob; results are the same).
+"""``cell_jit``: the one way the library compiles a function of a cell.
 
-XLA:CPU hands dots to YNNPACK by default, which runs the batched (b, n, n) tangent matmuls of
-n ≳ 96 on one core while XLA's own dot emitter uses all of them: on a 2-core CPU jacfwd at
-n = 128 ran 1.8x faster without it, and ``spectra`` went from 35 to 61 seeds/s (see
-benchmarks/PROPOSAL.md). Up to n = 64 YNNPACK is as fast or faster, so it is kept there.
-
-``compiler_options`` are only allowed on a top-level jit, so the option is used only when the
-call is not under a user's trace; GPU and TPU always take the plain compilation.
+* The cell is split (:func:`rnn_dynamics._cell.split_cell`): its structure is a static
+  argument, its numbers (gain, radius, leak rate, ...) are data. Equal structures share one
+  compiled function; a sweep over numbers never recompiles.
+* A speed knob for XLA:CPU: its YNNPACK dot path runs the batched (b, n, n) tangent matmuls
+  of n ≳ 96 on one core, while XLA's own dot emitter uses all of them (jacfwd at n = 128 ran
+  1.8x faster without it on a 2-core CPU; benchmarks/README.md). Top-level calls with
+  state_size > 64 on CPU compile without it. Whether this XLA knows the option is probed once
+  per process (a tiny compile); inside a user's trace the plain compile is used, since
+  ``compiler_options`` only apply to a top-level jit. Results are the same either way.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 
+from ._cell import check_cell, merge_cell, split_cell
 from ._checks import is_traced
 
-__all__ = ["jit_dispatch"]
+__all__ = ["cell_jit", "fast_cpu_options"]
 
 _NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 _MIN_STATE = 64
 
 
-class jit_dispatch:
-    """``jax.jit(fun, static_argnames=...)`` that, on CPU for state_size > 64 and outside any
-    trace, compiles without YNNPACK dots. Call as ``f(state_size, *args, **kwargs)``."""
+@functools.lru_cache(maxsize=None)
+def _option_supported(backend: str) -> bool:
+    if backend != "cpu":
+        return False
+    try:
+        jax.jit(lambda x: x @ x, compiler_options=_NO_YNN).lower(jax.numpy.ones((2, 2))).compile()
+    except Exception:  # an XLA without this option
+        return False
+    return True
 
-    def __init__(self, fun, static_argnames):
-        self.plain = jax.jit(fun, static_argnames=static_argnames)
-        self.fast = jax.jit(fun, static_argnames=static_argnames, compiler_options=_NO_YNN)
-        self.option_known = True  # False once an XLA says it has no such option
 
-    def __call__(self, state_size, *args, **kwargs):
+def fast_cpu_options() -> dict:
+    """The compile options the library uses on CPU for n > 64 (``{}`` where unsupported).
+
+    Pass them to your own top-level jit for the same speed:
+    ``jax.jit(f, compiler_options=rd.fast_cpu_options())``.
+    """
+    return dict(_NO_YNN) if _option_supported(jax.default_backend()) else {}
+
+
+def _under_trace() -> bool:
+    from jax._src import core
+
+    return not core.trace_state_clean()
+
+
+def cell_jit(fun=None, *, static_argnames=()):
+    """``jax.jit`` for ``fun(cell, *args, **kwargs)``: the cell's structure static, its numbers data.
+
+    Usable as a decorator: ``@cell_jit(static_argnames=("unroll",))``.
+    """
+    if fun is None:
+        return functools.partial(cell_jit, static_argnames=static_argnames)
+    static_argnames = tuple(static_argnames)
+
+    def inner(static, hyper, *args, **kwargs):
+        return fun(merge_cell(static, hyper), *args, **kwargs)
+
+    plain = jax.jit(inner, static_argnums=0, static_argnames=static_argnames)
+    fast = jax.jit(inner, static_argnums=0, static_argnames=static_argnames, compiler_options=_NO_YNN)
+
+    @functools.wraps(fun)
+    def call(cell, *args, **kwargs):
+        check_cell(cell)
+        static, hyper = split_cell(cell)
         if (
-            self.option_known
-            and state_size > _MIN_STATE
-            and jax.default_backend() == "cpu"
-            and not is_traced((args, kwargs))
+            cell.state_size > _MIN_STATE
+            and not is_traced((hyper, args, kwargs))
+            and not _under_trace()
+            and _option_supported(jax.default_backend())
         ):
-            try:
-                return self.fast(*args, **kwargs)
-            except jax.errors.JaxRuntimeError as e:  # an XLA without this option
-                if "compile option" not in str(e):
-                    raise
-                self.option_known = False
-            except ValueError as e:  # called under a user's jit with concrete closures
-                if "compiler_options" not in str(e):
-                    raise
-        return self.plain(*args, **kwargs)
+            return fast(static, hyper, *args, **kwargs)
+        return plain(static, hyper, *args, **kwargs)
+
+    call.plain = plain
+    call.fast = fast
+    return call

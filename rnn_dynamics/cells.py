@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import init as _init
+from ._cell import Cell, Fn
 from ._checks import (
     check_choice,
     check_nonnegative,
@@ -65,32 +66,6 @@ Params = Any
 
 def _first(n):
     return lambda state: state[..., :n]
-
-
-class Cell(NamedTuple):
-    """A recurrent cell: pure functions and static sizes (see the module docstring).
-
-    Attributes:
-      init: ``init(key) -> params`` (a pytree of arrays).
-      initial_state: ``initial_state(params) -> h``, shape ``(state_size,)``.
-      step: ``step(params, h, x) -> h``; ``h`` (state_size,), ``x`` (input_size,).
-      input_size, state_size, hidden_size: static ints.
-      name: a short label, e.g. ``"vanilla-tanh"``.
-      hidden: ``hidden(state) -> h_visible`` (hidden_size,), what a next layer reads.
-      step_bound: ``step_bound(params) -> scalar`` bounding ‖∂h_t/∂h_{t-1}‖₂, or None.
-      layers: the sub-cells of a :func:`stack`, else ``()``.
-    """
-
-    init: Callable[[jax.Array], Params]
-    initial_state: Callable[[Params], jax.Array]
-    step: Callable[[Params, jax.Array, jax.Array], jax.Array]
-    input_size: int
-    state_size: int
-    hidden_size: int
-    name: str = "cell"
-    hidden: Callable[[jax.Array], jax.Array] | None = None
-    step_bound: Callable[[Params], jax.Array] | None = None
-    layers: tuple = ()
 
 
 # name -> (φ, sup |φ'|)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._checks import check_cell
+from ._cell import check_cell
 
 __all__ = ["jacobian_bound"]
 

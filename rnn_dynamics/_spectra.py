@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._cell import check_cell
 from ._checks import (
     as_state,
-    check_cell,
     check_choice,
     check_nonnegative,
     check_positive_int,
@@ -31,8 +31,8 @@ from ._checks import (
     NumericalWarning,
     float_dtype,
 )
-from ._compile import jit_dispatch
-from .jacobian import METHODS, _jacobian, _log_norms
+from ._compile import cell_jit
+from ._jacobian import METHODS, _jacobian, _log_norms
 
 __all__ = ["Spectra", "draw_seed", "spectra", "default_batch_size"]
 
@@ -169,9 +169,9 @@ def _spectra_impl(cell, keys, steps, input_scale, h1, method, h1_kind, batch_siz
     return Spectra(logs, sv)
 
 
-_spectra = jit_dispatch(
+_spectra = cell_jit(
     _spectra_impl,
-    static_argnames=("cell", "steps", "method", "h1_kind", "batch_size", "curve", "dense", "unroll"),
+    static_argnames=("steps", "method", "h1_kind", "batch_size", "curve", "dense", "unroll"),
 )
 
 
@@ -229,8 +229,9 @@ def spectra(
     kind = _h1_kind(cell, h1, seeds)
     h1_arr = jnp.zeros((), float_dtype()) if kind == "default" else jnp.asarray(h1, float_dtype())
     keys = jax.random.split(key, seeds)
-    out = _spectra(cell.state_size, cell, keys, steps, jnp.asarray(input_scale, float_dtype()), h1_arr, method,
-                   kind, batch_size, bool(curve), bool(dense), unroll)
+    out = _spectra(cell, keys, steps=steps, input_scale=jnp.asarray(input_scale, float_dtype()), h1=h1_arr,
+                   method=method, h1_kind=kind, batch_size=batch_size, curve=bool(curve),
+                   dense=bool(dense), unroll=unroll)
     bad = ~np.asarray(out.dense_ok) if dense else np.zeros(1, bool)
     if bad.any():
         warnings.warn(

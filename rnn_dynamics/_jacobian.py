@@ -32,17 +32,17 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from ._cell import check_cell
 from ._checks import (
     as_inputs,
     as_state,
-    check_cell,
     check_choice,
     check_positive_int,
     warn_if_degenerate,
     warn_if_norms_lost,
 )
-from ._compile import jit_dispatch
-from .rollout import _final, _rollout
+from ._compile import cell_jit
+from ._rollout import _final, _rollout
 
 __all__ = ["METHODS", "jacobian", "step_jacobians", "jacobian_norms"]
 
@@ -86,7 +86,7 @@ def _jacobian(cell, params, h1, xs, method="jacfwd", unroll=1):
     return _IMPLS[method](cell, params, h1, xs, unroll)
 
 
-_jacobian_jit = jit_dispatch(_jacobian, static_argnames=("cell", "method", "unroll"))
+_jacobian_jit = cell_jit(_jacobian, static_argnames=("method", "unroll"))
 
 
 def _check_common(cell, h1, xs, unroll):
@@ -118,7 +118,7 @@ def jacobian(cell, params, h1, xs, *, method: str = "jacfwd", unroll: int = 1) -
     """
     check_choice("method", method, METHODS)
     h1, xs, unroll = _check_common(cell, h1, xs, unroll)
-    J = _jacobian_jit(cell.state_size, cell, params, h1, xs, method=method, unroll=unroll)
+    J = _jacobian_jit(cell, params, h1, xs, method=method, unroll=unroll)
     warn_if_degenerate(J, "∂h_T/∂h_1")
     return J
 
@@ -201,7 +201,7 @@ def _log_norms(cell, params, h1, xs, unroll=1, svd=False):
     return jax.lax.scan(body, init, xs, unroll=unroll)[1]
 
 
-_log_norms_jit = jit_dispatch(_log_norms, static_argnames=("cell", "unroll", "svd"))
+_log_norms_jit = cell_jit(_log_norms, static_argnames=("unroll", "svd"))
 
 
 def jacobian_norms(
@@ -231,7 +231,7 @@ def jacobian_norms(
         norms = rd.jacobian_norms(cell, p, h1, xs, log10=True)   # (T-1,) log10 norms
     """
     h1, xs, unroll = _check_common(cell, h1, xs, unroll)
-    logs = _log_norms_jit(cell.state_size, cell, params, h1, xs, unroll=unroll, svd=bool(svd))
+    logs = _log_norms_jit(cell, params, h1, xs, unroll=unroll, svd=bool(svd))
     logs = logs / jnp.log(10.0).astype(h1.dtype)
     if log10:
         return logs

@@ -17,7 +17,8 @@ from functools import partial
 
 import jax
 
-from ._checks import as_inputs, as_state, check_cell, check_positive_int
+from ._cell import check_cell
+from ._checks import as_inputs, as_state, check_positive_int
 
 __all__ = ["rollout", "final_state"]
 

@@ -1,0 +1,156 @@
+"""The one contract every analysis shares: :class:`Cell`, and how a cell is split for ``jit``.
+
+A cell is a value. Its functions are :class:`Fn` objects, module-level kernels bound to
+their settings, which compare and hash by value: two cells built by the same factory with
+equal arguments are equal and hash equal, so every jit cache hits.
+
+Settings come in two kinds:
+
+* ``static``: what decides shapes and code (sizes, the activation's name, a flax module).
+  Hashable; part of the compiled function's identity.
+* ``hyper``: numbers (gain, spectral radius, leak rate, scales), a small dict of floats or
+  arrays. They are data: :func:`split_cell` lifts them out of a cell so that every analysis
+  passes them to its compiled function as arguments. So a sweep over gains compiles once,
+  and a factory called with a traced number (inside a user's ``jax.vmap`` or ``jax.jit``)
+  builds a cell that every analysis accepts.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = ["Cell", "Fn", "check_cell", "split_cell", "merge_cell", "is_hyper_leaf"]
+
+Params = Any
+
+
+def is_hyper_leaf(x) -> bool:
+    """True for a number that is data (float, array, tracer), False for static settings."""
+    if isinstance(x, (bool, int, str)) or x is None:
+        return False
+    return isinstance(x, (float, np.floating, np.ndarray, jax.Array, jax.core.Tracer))
+
+
+def _leaf_key(x):
+    if isinstance(x, jax.core.Tracer):
+        raise TypeError(
+            "cell: this cell holds traced hyperparameters (built inside jax.jit or jax.vmap), so "
+            "it cannot be a static argument of your own jax.jit. Pass it to rnn_dynamics "
+            "functions, which lift its numbers out as data, or build it inside the jitted function."
+        )
+    a = np.asarray(x)
+    return (a.dtype.str, a.shape, a.tobytes())
+
+
+class Fn:
+    """A pure function bound to its settings: ``Fn(kernel, static, hyper)(*args)`` calls
+    ``kernel(static, hyper, *args)``.
+
+    ``static`` is a hashable tuple, ``hyper`` a pytree of numbers (see the module docstring).
+    Two ``Fn`` are equal when their kernel is the same object and their settings are equal.
+    """
+
+    __slots__ = ("fn", "static", "hyper")
+
+    def __init__(self, fn: Callable, static: tuple = (), hyper: Any = None):
+        self.fn = fn
+        self.static = tuple(static)
+        self.hyper = {} if hyper is None else hyper
+
+    def __call__(self, *args):
+        return self.fn(self.static, self.hyper, *args)
+
+    def _key(self):
+        leaves, tree = jax.tree_util.tree_flatten(self.hyper)
+        return (self.fn, self.static, tree, tuple(_leaf_key(x) if is_hyper_leaf(x) else x for x in leaves))
+
+    def __eq__(self, other):
+        if not isinstance(other, Fn):
+            return NotImplemented
+        if self is other:
+            return True
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Fn({getattr(self.fn, '__name__', self.fn)}, static={self.static})"
+
+
+jax.tree_util.register_pytree_node(
+    Fn, lambda f: ((f.hyper,), (f.fn, f.static)), lambda aux, ch: Fn(aux[0], aux[1], ch[0])
+)
+
+
+def _identity(state):
+    return state
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions and static sizes, in the spirit of optax's
+    ``GradientTransformation``.
+
+    What every analysis relies on (the contract)::
+
+        params = cell.init(key)              # a pytree of arrays
+        h      = cell.initial_state(params)  # flat 1-D state, shape (cell.state_size,)
+        h      = cell.step(params, h, x)     # x (cell.input_size,) -> h (cell.state_size,)
+        v      = cell.hidden(h)              # (cell.hidden_size,): what a next layer reads
+
+    The state is one flat vector (an LSTM's is ``[h, c]``), so every Jacobian is a plain
+    ``(state_size, state_size)`` matrix. Construct by keyword. The other fields are optional:
+    ``name`` (a label), ``step_bound(params)`` (a bound on ‖∂h_t/∂h_{t-1}‖₂ for every state and
+    input, or None; see :func:`rnn_dynamics.jacobian_bound`), ``layers`` (the sub-cells of a
+    :func:`rnn_dynamics.cells.stack`) and ``hyper`` (the cell's numeric hyperparameters, for
+    reading only: e.g. ``cell.hyper["gain"]``).
+
+    Functions may be plain Python callables (a cell built by hand); the factories in
+    :mod:`rnn_dynamics.cells` use :class:`Fn` so that equal settings give equal cells.
+    """
+
+    init: Callable[[jax.Array], Params]
+    initial_state: Callable[[Params], jax.Array]
+    step: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    input_size: int
+    state_size: int
+    hidden_size: int
+    name: str = "cell"
+    hidden: Callable[[jax.Array], jax.Array] = _identity
+    step_bound: Callable[[Params], jax.Array] | None = None
+    layers: tuple = ()
+    hyper: Any = None
+
+
+def check_cell(cell) -> None:
+    if not isinstance(cell, Cell):
+        raise TypeError(
+            f"cell: expected an rd.cells.Cell (made by a factory such as rd.cells.vanilla(...)), "
+            f"got {type(cell).__name__}."
+        )
+
+
+class _Static(NamedTuple):
+    """The hashable part of a cell: its tree structure and its non-numeric leaves."""
+
+    treedef: Any
+    leaves: tuple
+
+
+def split_cell(cell: Cell):
+    """``(static, hyper)``: the cell's structure (hashable) and its numbers (a list of leaves).
+
+    ``merge_cell(*split_cell(cell))`` rebuilds the cell; jit with ``static`` static and
+    ``hyper`` as data compiles once for every value of the numbers.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(cell)
+    dyn = [x if is_hyper_leaf(x) else None for x in leaves]
+    static = tuple(None if is_hyper_leaf(x) else x for x in leaves)
+    return _Static(treedef, static), dyn
+
+
+def merge_cell(static: _Static, hyper) -> Cell:
+    leaves = [h if s is None and h is not None else s for s, h in zip(static.leaves, hyper)]
+    return jax.tree_util.tree_unflatten(static.treedef, leaves)
