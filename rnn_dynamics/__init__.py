@@ -27,6 +27,7 @@ from ._jacobian import METHODS, jacobian, jacobian_norms, step_jacobians
 from ._rollout import final_state, rollout
 from .spectral import singular_values, spectral_norm
 from ._spectra import Spectra, default_batch_size, draw_seed, spectra
+from ._sweep import sweep
 from .theory import jacobian_bound
 from .lyapunov import *  # noqa: F401,F403
 from ._fixed_points import *  # noqa: F401,F403
@@ -51,7 +52,7 @@ __all__ = sorted(
         "Cell", "METHODS", "NumericalWarning", "Spectra", "bptt", "cells", "default_batch_size",
         "draw_seed", "esn", "fast_cpu_options", "final_state", "init", "jacobian",
         "jacobian_bound", "jacobian_norms", "maps", "rollout", "singular_values", "spectra",
-        "spectral_norm", "step_jacobians", "tasks", "theory",
+        "spectral_norm", "step_jacobians", "sweep", "tasks", "theory",
     ]
     + list(_ly.__all__) + list(_fp.__all__) + list(_ba.__all__) + list(_la.__all__)
     + list(_tr.__all__)

@@ -16,12 +16,13 @@ Settings come in two kinds:
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
-__all__ = ["Cell", "Fn", "check_cell", "split_cell", "merge_cell", "is_hyper_leaf"]
+__all__ = ["Cell", "Fn", "Hyper", "check_cell", "check_params", "split_cell", "merge_cell", "is_hyper_leaf"]
 
 Params = Any
 
@@ -44,6 +45,34 @@ def _leaf_key(x):
     return (a.dtype.str, a.shape, a.tobytes())
 
 
+def _tree_key(tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(_leaf_key(x) if is_hyper_leaf(x) else x for x in leaves)
+
+
+class Hyper(dict):
+    """A cell's numeric hyperparameters: a dict that hashes and compares by value (a pytree)."""
+
+    def __hash__(self):
+        return hash(_tree_key(dict(self)))
+
+    def __eq__(self, other):
+        if not isinstance(other, dict):
+            return NotImplemented
+        return _tree_key(dict(self)) == _tree_key(dict(other))
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+
+jax.tree_util.register_pytree_with_keys(
+    Hyper,
+    lambda d: (tuple((jax.tree_util.DictKey(k), d[k]) for k in sorted(d)), tuple(sorted(d))),
+    lambda keys, values: Hyper(zip(keys, values)),
+)
+
+
 class Fn:
     """A pure function bound to its settings: ``Fn(kernel, static, hyper)(*args)`` calls
     ``kernel(static, hyper, *args)``.
@@ -52,19 +81,18 @@ class Fn:
     Two ``Fn`` are equal when their kernel is the same object and their settings are equal.
     """
 
-    __slots__ = ("fn", "static", "hyper")
+    __slots__ = ("fn", "static", "hyper", "__weakref__")
 
     def __init__(self, fn: Callable, static: tuple = (), hyper: Any = None):
         self.fn = fn
         self.static = tuple(static)
-        self.hyper = {} if hyper is None else hyper
+        self.hyper = Hyper() if hyper is None else Hyper(hyper) if type(hyper) is dict else hyper
 
-    def __call__(self, *args):
-        return self.fn(self.static, self.hyper, *args)
+    def __call__(self, *args, **kwargs):
+        return self.fn(self.static, self.hyper, *args, **kwargs)
 
     def _key(self):
-        leaves, tree = jax.tree_util.tree_flatten(self.hyper)
-        return (self.fn, self.static, tree, tuple(_leaf_key(x) if is_hyper_leaf(x) else x for x in leaves))
+        return (self.fn, self.static, _tree_key(self.hyper))
 
     def __eq__(self, other):
         if not isinstance(other, Fn):
@@ -154,3 +182,51 @@ def split_cell(cell: Cell):
 def merge_cell(static: _Static, hyper) -> Cell:
     leaves = [h if s is None and h is not None else s for s, h in zip(static.leaves, hyper)]
     return jax.tree_util.tree_unflatten(static.treedef, leaves)
+
+
+@functools.lru_cache(maxsize=256)
+def _param_spec(static: _Static, x64: bool):
+    cell = merge_cell(static, [None if s is not None else 0.5 for s in static.leaves])
+    return jax.eval_shape(cell.init, jax.random.key(0))
+
+
+def check_params(cell: Cell, params, name: str = "params") -> None:
+    """Check ``params`` against the structure, shapes and dtypes of ``cell.init(key)``.
+
+    Runs in Python before tracing (shapes and dtypes only: works on tracers too) and names the
+    offending leaf. Raises ``ValueError`` (structure, shape) or ``TypeError`` (dtype).
+    """
+    try:
+        expected = _param_spec(split_cell(cell)[0], bool(jax.config.jax_enable_x64))
+    except TypeError:  # a hand-made cell with unhashable parts: no cache
+        expected = jax.eval_shape(cell.init, jax.random.key(0))
+    exp, exp_def = jax.tree_util.tree_flatten_with_path(expected)
+    try:
+        got, got_def = jax.tree_util.tree_flatten_with_path(params)
+    except Exception:  # pragma: no cover - exotic containers
+        got, got_def = [], None
+    if got_def != exp_def:
+        want = {jax.tree_util.keystr(p) for p, _ in exp}
+        have = {jax.tree_util.keystr(p) for p, _ in got}
+        missing, extra = sorted(want - have), sorted(have - want)
+        detail = "; ".join(
+            s for s in (f"missing {', '.join(missing)}" if missing else "",
+                        f"unexpected {', '.join(extra)}" if extra else "") if s
+        ) or f"expected a pytree like {exp_def}, got {got_def}"
+        raise ValueError(
+            f"{name}: does not match the structure of cell.init(key) for this {cell.name} cell "
+            f"({detail}). Build params with cell.init(key) and edit its arrays."
+        )
+    for (path, e), (_, g) in zip(exp, got):
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        shape = tuple(g.shape) if hasattr(g, "shape") else np.shape(g)
+        dtype = g.dtype if hasattr(g, "dtype") else np.asarray(g).dtype
+        if np.issubdtype(dtype, np.complexfloating) or not np.issubdtype(dtype, np.floating):
+            raise TypeError(
+                f"{where}: expected a real floating dtype (as cell.init gives, {e.dtype}), got {dtype}. "
+                f"Cast it, e.g. params = jax.tree.map(lambda a: a.astype(jnp.float32), params)."
+            )
+        if shape != tuple(e.shape):
+            hint = (" For a batch of params (one per seed), use jax.vmap, or rd.spectra(..., params=...)."
+                    if shape[1:] == tuple(e.shape) else "")
+            raise ValueError(f"{where}: expected shape {tuple(e.shape)} (from cell.init), got {shape}.{hint}")

@@ -123,16 +123,42 @@ FIX = (
 )
 
 
-def warn_if_degenerate(J, what: str = "∂h_T/∂h_1", *, stacklevel: int = 3) -> None:
-    """Warn when a concrete Jacobian is non-finite or exactly zero (likely underflow).
+def nonfinite_inputs(**named) -> list[str]:
+    """Names (with pytree paths) of the concrete inputs that hold NaN or inf; [] under a trace."""
+    bad = []
+    for name, tree in named.items():
+        if tree is None or is_traced(tree):
+            continue
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            a = np.asarray(leaf)
+            if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+                bad.append(f"{name}{jax.tree_util.keystr(path)}")
+    return bad
 
-    Does nothing on tracers (inside a user's jit the values are not known yet).
+
+def _warn_input(what, bad, stacklevel):
+    warnings.warn(
+        f"{what} is not finite because of non-finite input: {', '.join(bad)} "
+        f"contain{'s' if len(bad) == 1 else ''} NaN or inf. Fix the input; no method can recover this.",
+        NumericalWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+def warn_if_degenerate(J, what: str = "∂h_T/∂h_1", *, inputs: dict | None = None, stacklevel: int = 3) -> None:
+    """Warn when a concrete Jacobian is non-finite or exactly zero (likely under/overflow).
+
+    ``inputs`` (name -> pytree) are checked first, so NaN fed in is reported as non-finite
+    input, not blamed on the float range. Does nothing on tracers.
     """
     if is_traced(J):
         return
     J = np.asarray(J)
     rng = _RANGE.get(str(J.dtype), "")
     if not np.all(np.isfinite(J)):
+        bad = nonfinite_inputs(**(inputs or {}))
+        if bad:
+            return _warn_input(what, bad, stacklevel)
         warnings.warn(
             f"{what} has non-finite entries: the product of step Jacobians left the range of "
             f"{J.dtype} ({rng}). {FIX}",
@@ -146,6 +172,25 @@ def warn_if_degenerate(J, what: str = "∂h_T/∂h_1", *, stacklevel: int = 3) -
             NumericalWarning,
             stacklevel=stacklevel,
         )
+
+
+def warn_if_nan_logs(logs, *, inputs: dict | None = None, stacklevel: int = 3) -> None:
+    """Warn when rescaled log-norms came back NaN or +inf (concrete arrays only)."""
+    if is_traced(logs):
+        return
+    logs = np.asarray(logs)
+    if np.all(np.isfinite(logs) | (logs == -np.inf)):
+        return
+    bad = nonfinite_inputs(**(inputs or {}))
+    if bad:
+        return _warn_input("‖∂h_t/∂h_1‖₂", bad, stacklevel)
+    warnings.warn(
+        "‖∂h_t/∂h_1‖₂ came back NaN or inf although every input is finite: the trajectory h_t "
+        "itself overflowed (an unbounded cell, e.g. linear or ReLU with a large gain). Shorten "
+        "the horizon, lower the gain or scale the inputs down.",
+        NumericalWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def warn_if_norms_lost(logs, norms, *, stacklevel: int = 3) -> None:

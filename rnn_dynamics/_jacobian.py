@@ -1,6 +1,6 @@
 """Exact Jacobians ∂h_T/∂h_1, per-step Jacobians and the norm at every lag.
 
-Index convention: see :mod:`rnn_dynamics.rollout` (h_1 given, ``xs`` = x_2..x_T, T-1 factors).
+Index convention: see :mod:`rnn_dynamics` (h_1 given, ``xs`` = x_2..x_T, T-1 factors).
 
 Methods for :func:`jacobian` (all give the same matrix; tests check them against each other,
 against finite differences and against closed forms):
@@ -18,46 +18,29 @@ against finite differences and against closed forms):
     accumulated in a scan. For a vanilla cell XLA hoists the ``W @ I`` out of the loop, so it
     costs about as much as forward mode.
 
-Which wins (benchmarks/jacobian.py, 2-core CPU, tanh cell, vmapped over seeds): at n = 32
-``"jacrev"`` (0.76 of the machine's matmul rate against 0.64 for jacfwd: less per-step
-overhead); at n = 128 jacfwd and jacrev tie; at n = 256 jacfwd (0.95); ``"product"`` is 5-15 %
-slower than the best everywhere. jacrev also stores the trajectory, jacfwd does not: prefer
-jacfwd for long horizons. On CPU with n > 64, top-level calls (not under a user's jit) compile
-without XLA's YNNPACK dots, 1.8x faster at n = 128 (``rnn_dynamics._compile``).
+Which is fastest depends on the size (benchmarks/README.md has the measured tables): jacrev
+stores the trajectory (T·n memory), jacfwd does not, so prefer jacfwd for long horizons. On
+CPU with n > 64, top-level calls (not under a user's jit) compile without XLA's YNNPACK dots
+(``rnn_dynamics._compile``; ``rd.fast_cpu_options()`` gives the same options to your own jit).
 """
 from __future__ import annotations
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 
-from ._cell import check_cell
-from ._checks import (
-    as_inputs,
-    as_state,
-    check_choice,
-    check_positive_int,
-    warn_if_degenerate,
-    warn_if_norms_lost,
-)
+from ._checks import check_choice, warn_if_degenerate, warn_if_nan_logs, warn_if_norms_lost
 from ._compile import cell_jit
-from ._rollout import _final, _rollout
+from ._rollout import _final, _states, check_args
+from ._tangent import normalize, push
 
 __all__ = ["METHODS", "jacobian", "step_jacobians", "jacobian_norms"]
 
 METHODS = ("jacfwd", "jacrev", "product")
 
 
-def _push(cell, params, h, x, T):
-    """One step of forward-mode accumulation: (h_t, J_t @ T) from (h_{t-1}, T)."""
-    h_new, jvp = jax.linearize(lambda h_: cell.step(params, h_, x), h)
-    return h_new, jax.vmap(jvp, in_axes=1, out_axes=1)(T)
-
-
 def _jac_forward(cell, params, h1, xs, unroll):
     eye = jnp.eye(h1.shape[0], dtype=h1.dtype)
-    body = lambda c, x: (_push(cell, params, c[0], x, c[1]), None)
+    body = lambda c, x: (push(cell, params, c[0], x, c[1]), None)
     return jax.lax.scan(body, (h1, eye), xs, unroll=unroll)[0][1]
 
 
@@ -89,27 +72,23 @@ def _jacobian(cell, params, h1, xs, method="jacfwd", unroll=1):
 _jacobian_jit = cell_jit(_jacobian, static_argnames=("method", "unroll"))
 
 
-def _check_common(cell, h1, xs, unroll):
-    check_cell(cell)
-    return as_state(cell, h1), as_inputs(cell, xs), check_positive_int("unroll", unroll)
-
-
 def jacobian(cell, params, h1, xs, *, method: str = "jacfwd", unroll: int = 1) -> jax.Array:
     """∂h_T/∂h_1, the exact (state_size, state_size) Jacobian of the final state.
 
     Args:
-      cell: an :class:`rnn_dynamics.cells.Cell`.
-      params: the cell's params.
+      cell: an :class:`rnn_dynamics.Cell`.
+      params: the cell's params (checked against ``cell.init``'s shapes before tracing).
       h1: (state_size,) the initial state h_1.
-      xs: (T-1, input_size) inputs x_2..x_T (index convention: :mod:`rnn_dynamics.rollout`).
+      xs: (T-1, input_size) inputs x_2..x_T (index convention: :mod:`rnn_dynamics`).
       method: ``"jacfwd"`` (default), ``"jacrev"`` or ``"product"`` (see the module docstring).
       unroll: ``lax.scan`` unroll factor (speed only).
 
     Returns:
       (state_size, state_size) matrix, entry [i, j] = ∂h_T[i]/∂h_1[j].
 
-    Warns ``NumericalWarning`` when the concrete result is non-finite or exactly zero (float32
-    covers e^-103..e^88.7); use :func:`jacobian_norms` with ``log10=True`` for long horizons.
+    Composes with ``jax.jit``, ``jax.vmap`` and ``jax.grad``. Warns ``NumericalWarning`` when
+    the concrete result is non-finite (naming any non-finite input) or exactly zero (float32
+    covers e^-103..e^88.7); for long horizons use :func:`jacobian_norms` with ``log10=True``.
 
     Example::
 
@@ -117,17 +96,19 @@ def jacobian(cell, params, h1, xs, *, method: str = "jacfwd", unroll: int = 1) -
         rd.jacobian(cell, cell.init(None), jnp.zeros(1), jnp.zeros((50, 1)))  # [[117.39]]
     """
     check_choice("method", method, METHODS)
-    h1, xs, unroll = _check_common(cell, h1, xs, unroll)
+    h1, xs, unroll = check_args(cell, params, h1, xs, unroll)
     J = _jacobian_jit(cell, params, h1, xs, method=method, unroll=unroll)
-    warn_if_degenerate(J, "∂h_T/∂h_1")
+    warn_if_degenerate(J, "∂h_T/∂h_1", inputs={"params": params, "h1": h1, "xs": xs})
     return J
 
 
-@partial(jax.jit, static_argnames=("cell",))
 def _step_jacobians(cell, params, h1, xs):
-    hs = _rollout(cell, params, h1, xs)
+    hs = _states(cell, params, h1, xs)
     h_prev = jnp.concatenate([h1[None], hs[:-1]], axis=0)
     return jax.vmap(_step_jac, in_axes=(None, None, 0, 0))(cell, params, h_prev, xs)
+
+
+_step_jacobians_jit = cell_jit(_step_jacobians)
 
 
 def step_jacobians(cell, params, h1, xs) -> jax.Array:
@@ -141,44 +122,36 @@ def step_jacobians(cell, params, h1, xs) -> jax.Array:
 
     Example: ``Js = rd.step_jacobians(cell, p, h1, xs)``; then ∂h_T/∂h_1 = Js[-1] @ ... @ Js[0].
     """
-    h1, xs, _ = _check_common(cell, h1, xs, 1)
-    return _step_jacobians(cell, params, h1, xs)
+    h1, xs, _ = check_args(cell, params, h1, xs)
+    return _step_jacobians_jit(cell, params, h1, xs)
 
 
-def _top_singular(M, v, max_iters=200):
-    """σ_max(M) by power iteration on MᵀM from the unit vector ``v``; returns (σ, v).
+POWER_ITERATIONS = 3
 
-    The estimates ‖M v_k‖ increase monotonically to σ_max; iteration stops when one changes by
-    less than ``rtol``·σ (1e-6 in float32, 1e-12 in float64) or after ``max_iters``. Warm-started
-    from the previous step's vector, since the top right singular vector of ∂h_t/∂h_1 settles
-    as t grows, a step usually needs two or three iterations.
+
+def _top_singular_power(M, v, iters=POWER_ITERATIONS):
+    """σ_max(M) by ``iters`` power iterations on MᵀM from the unit vector ``v``; (σ, v).
+
+    A fixed count (no data-dependent loop), so it is cheap, vmaps well and is differentiable.
+    The estimate ‖M v‖ is a lower bound of σ_max; warm-started from the previous step's vector.
     """
-    rtol = 1e-6 if M.dtype == jnp.float32 else 1e-12
 
-    def it(state):
-        i, v, sig, _ = state
-        w = M @ v
-        u = M.T @ w
+    def it(_, v):
+        u = M.T @ (M @ v)
         nu = jnp.sqrt(jnp.sum(u * u))
-        v = jnp.where(nu > 0, u / jnp.where(nu > 0, nu, 1), v)
-        return i + 1, v, jnp.sqrt(jnp.sum(w * w)), sig
+        return jnp.where(nu > 0, u / jnp.where(nu > 0, nu, 1), v)
 
-    def more(state):
-        i, _, sig, prev = state
-        return (i < 2) | ((i < max_iters) & (sig - prev > rtol * sig))
-
-    zero = jnp.zeros((), M.dtype)
-    _, v, sig, _ = jax.lax.while_loop(more, it, (0, v, zero, zero))
+    v = jax.lax.fori_loop(0, iters, it, v)
     return jnp.sqrt(jnp.sum((M @ v) ** 2)), v
 
 
-def _log_norms(cell, params, h1, xs, unroll=1, svd=False):
+def _log_norms(cell, params, h1, xs, unroll=1, svd=True):
     """Natural-log ‖∂h_t/∂h_1‖₂ for t = 2..T, never overflowing.
 
-    The running product is kept as exp(s)·M with ‖M‖_F = 1: each step multiplies M by the step
-    Jacobian (forward mode, as in ``_jac_forward``), then moves M's Frobenius norm into s.
-    The rescaling is by a scalar, so the matrix direction is exactly the same as without it.
-    σ_max(M) comes from a warm-started power iteration (``svd=True``: a full SVD per step).
+    The running product is kept as exp(s)·M with ‖M‖_F = 1: each step pushes M through the
+    step Jacobian (the forward-tangent primitive), then moves M's Frobenius norm into s. The
+    rescaling is by a scalar, so M's direction is exactly that of the unscaled product.
+    σ_max(M) comes from an SVD (``svd=True``) or warm-started power iteration.
     """
     n = h1.shape[0]
     eye = jnp.eye(n, dtype=h1.dtype)
@@ -187,14 +160,13 @@ def _log_norms(cell, params, h1, xs, unroll=1, svd=False):
 
     def body(carry, x):
         h, M, s, v = carry
-        h, M = _push(cell, params, h, x, M)
-        f = jnp.sqrt(jnp.sum(M * M))
-        M = M / jnp.where(f > 0, f, 1)
-        s = s + jnp.log(f)
+        h, M = push(cell, params, h, x, M)
+        M, log_f = normalize(M)
+        s = s + log_f
         if svd:
             top = jnp.linalg.svd(M, compute_uv=False)[0]
         else:
-            top, v = _top_singular(M, v)
+            top, v = _top_singular_power(M, v)
         return (h, M, s, v), s + jnp.log(top)
 
     init = (h1, eye, jnp.zeros((), h1.dtype), v0)
@@ -205,7 +177,7 @@ _log_norms_jit = cell_jit(_log_norms, static_argnames=("unroll", "svd"))
 
 
 def jacobian_norms(
-    cell, params, h1, xs, *, log10: bool = False, unroll: int = 1, svd: bool = False
+    cell, params, h1, xs, *, log10: bool = False, unroll: int = 1, svd: bool = True
 ) -> jax.Array:
     """‖∂h_t/∂h_1‖₂ for every t = 2..T, in one scan.
 
@@ -216,23 +188,31 @@ def jacobian_norms(
       cell, params, h1, xs: as :func:`jacobian`.
       log10: return log10 of the norms (recommended beyond a few hundred steps).
       unroll: ``lax.scan`` unroll factor.
-      svd: take each norm from a full SVD instead of the warm-started power iteration (which
-        converges to a relative 1e-6 in float32, 1e-12 in float64, and costs O(n²) per
-        iteration against O(n³) for the SVD).
+      svd: True (default): each norm is the top singular value from an SVD of the rescaled
+        product: exact to rounding (relative 1e-6 in float32, 1e-14 in float64, tested on
+        near-degenerate and near-orthogonal products). False: 3 power iterations per step,
+        warm-started from the previous step's vector, instead: O(n²) rather than O(n³) per
+        step, but only a lower bound of the norm, with no error bound: it converges like
+        (σ₂/σ₁)^(6 per step) and stays low by up to the relative spread of the top singular
+        values when they nearly coincide. Use it for speed at large n after checking it
+        against ``svd=True`` on your networks.
 
     Returns:
       (T-1,): entry k is ‖∂h_{k+2}/∂h_1‖₂ (or its log10); the last entry is ‖∂h_T/∂h_1‖₂.
 
-    Without ``log10`` a norm outside the dtype's range comes back as 0 or inf with a
-    ``NumericalWarning``.
+    Reverse-differentiable with respect to params, h1 and xs (``jax.grad`` of the last entry
+    gives ∂ log‖∂h_T/∂h_1‖₂/∂θ, as Pascanu et al.'s regulariser needs). Without ``log10`` a norm
+    outside the dtype's range comes back as 0 or inf with a ``NumericalWarning``; NaN results
+    warn and name any non-finite input.
 
     Example::
 
         norms = rd.jacobian_norms(cell, p, h1, xs, log10=True)   # (T-1,) log10 norms
     """
-    h1, xs, unroll = _check_common(cell, h1, xs, unroll)
+    h1, xs, unroll = check_args(cell, params, h1, xs, unroll)
     logs = _log_norms_jit(cell, params, h1, xs, unroll=unroll, svd=bool(svd))
     logs = logs / jnp.log(10.0).astype(h1.dtype)
+    warn_if_nan_logs(logs, inputs={"params": params, "h1": h1, "xs": xs})
     if log10:
         return logs
     norms = 10.0**logs

@@ -5,12 +5,23 @@ Seeds: ``spectra(cell, key, seeds=S, steps=T, ...)`` draws seed i from
 ``(k_params, k_inputs, k_h1) = jax.random.split(key_i, 3)`` and returns
 
 * ``params = cell.init(k_params)``,
-* ``xs = input_scale * jax.random.normal(k_inputs, (T-1, cell.input_size))``,
+* ``xs = input_scale * jax.random.normal(k_inputs, (T-1, cell.input_size))`` (drawn in float32
+  and cast, so x64 on or off gives the same seed),
 * ``h1 = cell.initial_state(params)`` if ``h1`` is None; ``h1 * jax.random.normal(k_h1,
   (state_size,))`` if ``h1`` is a number (a standard deviation); ``h1`` itself if it is an array
   of shape (state_size,); row i if it has shape (S, state_size).
 
 So any single seed can be rebuilt by hand with ``draw_seed(cell, jax.random.split(key, S)[i], T)``.
+Anything passed explicitly (``params=`` a batch of per-seed params, ``xs=``, an array ``h1``)
+replaces the corresponding draw, so ``spectra`` also works on the user's own networks, e.g.
+inside a training loss.
+
+Chaotic networks: rebuilding a seed and calling :func:`rnn_dynamics.jacobian_norms` runs a
+differently compiled program (other fusion, other summation order) than ``spectra``'s batched
+one. Both are correct to rounding per step, but where the dynamics are chaotic (λ_max > 0,
+e.g. g = 3) rounding differences in h_t grow like e^(λ_max t) until the two trajectories are
+unrelated, and so are their Jacobian products after that. The size of the effect, measured:
+{CHAOS}
 """
 from __future__ import annotations
 
@@ -21,15 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._cell import check_cell
+from ._cell import check_cell, check_params
 from ._checks import (
+    FIX,
+    NumericalWarning,
     as_state,
     check_choice,
     check_nonnegative,
     check_positive_int,
-    FIX,
-    NumericalWarning,
     float_dtype,
+    is_traced,
 )
 from ._compile import cell_jit
 from ._jacobian import METHODS, _jacobian, _log_norms
@@ -126,15 +138,22 @@ def _h1_kind(cell, h1, seeds):
     )
 
 
-def _draw(cell, key, steps, input_scale, h1_kind, h1):
+def _normal(key, shape, scale, dt):
+    """scale·N(0, 1) computed in float32 and cast: identical draws with and without x64."""
+    return (jnp.asarray(scale, jnp.float32) * jax.random.normal(key, shape, jnp.float32)).astype(dt)
+
+
+def _draw(cell, key, steps, input_scale, h1_kind, h1, params=None, xs=None):
     k_params, k_inputs, k_h1 = jax.random.split(key, 3)
-    params = cell.init(k_params)
+    if params is None:
+        params = cell.init(k_params)
     dt = float_dtype()
-    xs = input_scale * jax.random.normal(k_inputs, (steps - 1, cell.input_size), dt)
+    if xs is None:
+        xs = _normal(k_inputs, (steps - 1, cell.input_size), input_scale, dt)
     if h1_kind == "default":
         h = cell.initial_state(params)
     elif h1_kind == "scale":
-        h = h1 * jax.random.normal(k_h1, (cell.state_size,), dt)
+        h = _normal(k_h1, (cell.state_size,), h1, dt)
     else:
         h = jnp.asarray(h1, dt)
     return params, h, xs
@@ -152,53 +171,76 @@ def default_batch_size(state_size: int, seeds: int) -> int:
     return max(1, min(seeds, max(4, 2**15 // (state_size * state_size))))
 
 
-def _spectra_impl(cell, keys, steps, input_scale, h1, method, h1_kind, batch_size, curve, dense, unroll):
+def _spectra_impl(cell, keys, h1, params, xs, input_scale, *, steps, method, h1_kind, per_seed_xs,
+                  batch_size, curve, dense, unroll, svd):
+    shared_xs = None if per_seed_xs else xs
+
     def one(args):
-        key, h1_i = args
-        params, h, xs = _draw(cell, key, steps, input_scale, h1_kind, h1_i)
+        key, h1_i, params_i, xs_i = args
+        params_i, h, xs_i = _draw(cell, key, steps, input_scale, h1_kind, h1_i, params_i,
+                                  xs_i if per_seed_xs else shared_xs)
         sv = None
         if dense:
-            J = _jacobian(cell, params, h, xs, method=method, unroll=unroll)
+            J = _jacobian(cell, params_i, h, xs_i, method=method, unroll=unroll)
             sv = jnp.linalg.svd(J, compute_uv=False)
-        logs = _log_norms(cell, params, h, xs, unroll) / jnp.log(10.0).astype(h.dtype) if curve else None
+        logs = None
+        if curve:
+            logs = _log_norms(cell, params_i, h, xs_i, unroll, svd) / jnp.log(10.0).astype(h.dtype)
         return logs, sv
 
+    S = keys.shape[0]
     if h1_kind != "per_seed":
-        h1 = jnp.broadcast_to(jnp.asarray(h1, float_dtype()), (keys.shape[0],) + jnp.shape(h1))
-    logs, sv = jax.lax.map(one, (keys, h1), batch_size=batch_size)
+        h1 = jnp.broadcast_to(h1, (S,) + jnp.shape(h1))
+    logs, sv = jax.lax.map(one, (keys, h1, params, xs if per_seed_xs else None), batch_size=batch_size)
     return Spectra(logs, sv)
 
 
 _spectra = cell_jit(
     _spectra_impl,
-    static_argnames=("steps", "method", "h1_kind", "batch_size", "curve", "dense", "unroll"),
+    static_argnames=("steps", "method", "h1_kind", "per_seed_xs", "batch_size", "curve", "dense",
+                     "unroll", "svd"),
 )
+
+
+def _leading(name, tree, what):
+    sizes = {int(np.shape(a)[0]) if np.ndim(a) else None for a in jax.tree_util.tree_leaves(tree)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"{name}: expected {what} with one leading seed axis on every leaf, got leading "
+                         f"sizes {sorted(s for s in sizes if s is not None)}.")
+    return sizes.pop()
 
 
 def spectra(
     cell,
     key,
-    seeds: int = 32,
-    steps: int = 100,
+    seeds: int | None = None,
+    steps: int | None = None,
     *,
     input_scale: float = 1.0,
     h1=None,
+    params=None,
+    xs=None,
     method: str = "jacfwd",
     batch_size: int | None = None,
     curve: bool = True,
     dense: bool = True,
     unroll: int = 1,
+    svd: bool = True,
 ) -> Spectra:
     """Jacobian spectra of ∂h_T/∂h_1 over many random seeds, in one compiled function.
 
     Args:
-      cell: a Cell.
+      cell: a Cell. May be built from traced numbers (a sweep: ``jax.vmap`` over a function
+        that builds the cell and calls ``spectra``).
       key: a PRNG key; seeds are drawn from it as in the module docstring (:func:`draw_seed`).
-      seeds: S, number of random networks (params, inputs and h_1 per seed).
-      steps: T (inputs x_2..x_T, T-1 step-Jacobian factors).
-      input_scale: standard deviation of the Gaussian inputs.
+      seeds: S, number of random networks (default 32, or the leading size of ``params``/``xs``).
+      steps: T (inputs x_2..x_T, T-1 step-Jacobian factors); default 100, or from ``xs``.
+      input_scale: standard deviation of the Gaussian inputs (may be traced).
       h1: None (``cell.initial_state``), a float (std of a Gaussian h_1), a (state_size,) array,
         or a (S, state_size) array.
+      params: None (drawn with ``cell.init``) or a batch of params, every leaf with a leading
+        axis of size S (e.g. ``jax.vmap(cell.init)(keys)``, or a trained network's).
+      xs: None (drawn), a (T-1, input_size) array shared by all seeds, or (S, T-1, input_size).
       method: how the dense ∂h_T/∂h_1 is computed: ``"jacfwd"``, ``"jacrev"``, ``"product"``.
       batch_size: seeds vmapped together inside a ``lax.map`` over chunks; default
         :func:`default_batch_size`. 1 is a compiled loop, S a full vmap.
@@ -206,9 +248,14 @@ def spectra(
       dense: compute the dense ∂h_T/∂h_1 and its singular values (turn off for long horizons,
         where the dense matrix leaves the float range).
       unroll: ``lax.scan`` unroll factor.
+      svd: how the curve takes each norm (see :func:`rnn_dynamics.jacobian_norms`).
 
     Returns:
       :class:`Spectra` with ``log10_norms`` (S, T-1) and ``singular_values`` (S, state_size).
+
+    Composes with ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (e.g. of ``.log10_norm.mean()``
+    with respect to numbers the cell or ``params`` are built from). Outside a trace, a
+    ``NumericalWarning`` says how many seeds' dense matrices left the float range.
 
     Example::
 
@@ -217,8 +264,33 @@ def spectra(
         out.log10_norm        # (32,) log10 ‖∂h_T/∂h_1‖₂
     """
     check_cell(cell)
+    inferred = {}
+    if params is not None:
+        inferred["params"] = _leading("params", params, "a batch of per-seed params")
+        check_params(cell, jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), params))
+    per_seed_xs = False
+    if xs is not None:
+        xs = jnp.asarray(xs)
+        if xs.ndim == 3:
+            per_seed_xs = True
+            inferred["xs"] = xs.shape[0]
+        elif xs.ndim != 2:
+            raise ValueError(f"xs: expected (T-1, input_size) or (seeds, T-1, input_size), got shape {tuple(xs.shape)}.")
+        if xs.shape[-1] != cell.input_size or xs.shape[-2] < 1:
+            raise ValueError(f"xs: expected last axes (T-1 >= 1, {cell.input_size}), got shape {tuple(xs.shape)}.")
+        if steps is not None and steps != xs.shape[-2] + 1:
+            raise ValueError(f"steps: {steps} does not match xs, which holds T-1 = {xs.shape[-2]} inputs "
+                             f"(T = {xs.shape[-2] + 1}); leave steps out.")
+        steps = xs.shape[-2] + 1
+        xs = xs.astype(float_dtype()) if not jnp.issubdtype(xs.dtype, jnp.floating) else xs
+    if seeds is None:
+        seeds = next(iter(inferred.values()), 32)
     seeds = check_positive_int("seeds", seeds)
-    steps = _check_steps(steps)
+    for name, size in inferred.items():
+        if size != seeds:
+            raise ValueError(f"{name}: its leading (seed) axis has size {size}, but seeds = {seeds}.")
+    steps = _check_steps(100 if steps is None else steps)
     input_scale = check_nonnegative("input_scale", input_scale)
     check_choice("method", method, METHODS)
     batch_size = default_batch_size(cell.state_size, seeds) if batch_size is None else batch_size
@@ -229,16 +301,17 @@ def spectra(
     kind = _h1_kind(cell, h1, seeds)
     h1_arr = jnp.zeros((), float_dtype()) if kind == "default" else jnp.asarray(h1, float_dtype())
     keys = jax.random.split(key, seeds)
-    out = _spectra(cell, keys, steps=steps, input_scale=jnp.asarray(input_scale, float_dtype()), h1=h1_arr,
-                   method=method, h1_kind=kind, batch_size=batch_size, curve=bool(curve),
-                   dense=bool(dense), unroll=unroll)
-    bad = ~np.asarray(out.dense_ok) if dense else np.zeros(1, bool)
-    if bad.any():
-        warnings.warn(
-            f"The dense ∂h_T/∂h_1 left the range of {out.singular_values.dtype} for "
-            f"{int(bad.sum())} of {seeds} seeds (their singular_values are 0 or non-finite); "
-            f"log10_norms is unaffected. {FIX}",
-            NumericalWarning,
-            stacklevel=2,
-        )
+    out = _spectra(cell, keys, h1_arr, params, xs, input_scale, steps=steps, method=method,
+                   h1_kind=kind, per_seed_xs=per_seed_xs, batch_size=batch_size, curve=bool(curve),
+                   dense=bool(dense), unroll=unroll, svd=bool(svd))
+    if dense and not is_traced(out):
+        bad = ~np.asarray(out.dense_ok)
+        if bad.any():
+            warnings.warn(
+                f"The dense ∂h_T/∂h_1 left the range of {out.singular_values.dtype} for "
+                f"{int(bad.sum())} of {seeds} seeds (their singular_values are 0 or non-finite); "
+                f"log10_norms is unaffected. {FIX}",
+                NumericalWarning,
+                stacklevel=2,
+            )
     return out

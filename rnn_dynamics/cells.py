@@ -6,14 +6,33 @@ A :class:`Cell` is a NamedTuple of pure functions plus static sizes, in the spir
     params = cell.init(key)              # a pytree; jax.vmap(cell.init)(keys) gives one per seed
     h      = cell.initial_state(params)  # flat 1-D state, shape (cell.state_size,)
     h      = cell.step(params, h, x)     # x: (cell.input_size,) -> new state (cell.state_size,)
+    v      = cell.hidden(h)              # (cell.hidden_size,): what a next layer or readout sees
 
 The state is always one flat vector (an LSTM's is ``[h, c]``), so every Jacobian is a plain
-``(state_size, state_size)`` matrix. ``cell.hidden(state)`` returns the part a next layer or a
-readout sees (the ``h`` of an LSTM). ``cell.step_bound(params)``, where defined, is a bound
+``(state_size, state_size)`` matrix. ``cell.step_bound(params)``, where defined, is a bound
 on ‖∂h_t/∂h_{t-1}‖₂ valid for every state and input (see :func:`rnn_dynamics.jacobian_bound`).
 
+Cells are values and hyperparameters are data:
+
+* Two cells built by the same factory with equal arguments are equal and hash equal, so
+  every compiled function is reused (``vanilla(4, 16, gain=1.0) == vanilla(4, 16, gain=1.0)``).
+* Numeric hyperparameters (gain, spectral radius, leak rate, input and bias scales, the IRNN
+  scale, the univariate cell's w, u, b) live in ``cell.hyper`` and are passed to compiled
+  functions as data: cells that differ only in these numbers share one compilation, and a
+  factory accepts a traced number, so a sweep is ``jax.vmap`` of a function that builds the
+  cell::
+
+      f = lambda g: rd.spectra(rd.cells.vanilla(8, 64, gain=g), key, seeds=16, steps=200).log10_norm
+      jax.jit(jax.vmap(f))(jnp.linspace(0.5, 3.0, 20))    # one compiled computation
+
+  A traced number cannot be validated before tracing (it has no value yet): a negative
+  traced gain is not caught. Sizes, activation names and flags must be concrete.
+* Random draws are made in float32 and cast, so one key builds the same network with and
+  without ``jax_enable_x64``.
+
 Factories: :func:`linear`, :func:`vanilla`, :func:`univariate`, :func:`irnn`, :func:`lstm`,
-:func:`gru`, :func:`esn`, :func:`stack`, :func:`from_flax`.
+:func:`gru`, :func:`esn`, :func:`stack`, :func:`from_flax`; :func:`from_gain` builds any of
+the first seven from one number, whose meaning per kind is :data:`GAIN_MEANING`.
 
 Parameter layout (all matrices are (fan_out, fan_in), so the drive is ``W @ h``):
 
@@ -29,14 +48,15 @@ esn         ``W`` (n, n), ``U`` (n, m), ``b`` (n,):  h' = (1-a) h + a tanh(W h +
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+import functools
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import init as _init
-from ._cell import Cell, Fn
+from ._cell import Cell, Fn, Hyper
 from ._checks import (
     check_choice,
     check_nonnegative,
@@ -48,6 +68,8 @@ from ._checks import (
 __all__ = [
     "Cell",
     "ACTIVATIONS",
+    "GAIN_MEANING",
+    "KINDS",
     "linear",
     "vanilla",
     "univariate",
@@ -57,15 +79,10 @@ __all__ = [
     "esn",
     "stack",
     "from_flax",
+    "from_gain",
     "split_lstm_state",
     "split_stack_state",
 ]
-
-Params = Any
-
-
-def _first(n):
-    return lambda state: state[..., :n]
 
 
 # name -> (φ, sup |φ'|)
@@ -76,18 +93,69 @@ ACTIVATIONS: dict[str, tuple[Callable, float]] = {
     "linear": (lambda a: a, 1.0),
 }
 
+# What the one number of :func:`from_gain` means for each kind of cell.
+GAIN_MEANING: dict[str, str] = {
+    "vanilla": "W_ij ~ N(0, g²/n)",
+    "linear": "W_ij ~ N(0, g²/n)",
+    "irnn": "W = g·I",
+    "lstm": "weights ~ N(0, g²/fan_in)",
+    "gru": "weights ~ N(0, g²/fan_in)",
+    "esn": "spectral radius of W",
+    "univariate": "w",
+}
+KINDS = tuple(GAIN_MEANING)
+
 
 def _activation(activation: str):
     check_choice("activation", activation, ACTIVATIONS)
     return ACTIVATIONS[activation]
 
 
-def _zeros_state(n):
-    return lambda params: jnp.zeros((n,), jax.tree_util.tree_leaves(params)[0].dtype)
+# ---- shared kernels: module-level, so cells built with equal settings compare equal ----------
 
 
-def _spectral_norm(W):
+def _zeros(static, hp, params):
+    (n,) = static
+    return jnp.zeros((n,), jax.tree_util.tree_leaves(params)[0].dtype)
+
+
+def _first(static, hp, state):
+    (n,) = static
+    return state[..., :n]
+
+
+def _sigma_max(W):
     return jnp.linalg.svd(W, compute_uv=False)[0]
+
+
+def _normal(key, shape, dt):
+    """N(0, 1) drawn in float32 and cast: the same key gives the same network at both precisions."""
+    return jax.random.normal(key, shape, jnp.float32).astype(dt)
+
+
+def _dtype_name(dtype):
+    return None if dtype is None else jnp.dtype(dtype).name
+
+
+# ---- vanilla, linear, irnn -------------------------------------------------------------------
+
+
+def _vanilla_init(static, hp, key):
+    n, m, dtype = static
+    kw, ku, kb = jax.random.split(key, 3)
+    dt = float_dtype(dtype)
+    b = (hp["bias_scale"] * jax.random.normal(kb, (n,), jnp.float32)).astype(dt)
+    return {"W": hp["recurrent_init"](kw, (n, n), dt), "U": hp["input_init"](ku, (n, m), dt), "b": b}
+
+
+def _vanilla_step(static, hp, params, h, x):
+    (activation,) = static
+    return ACTIVATIONS[activation][0](params["W"] @ h + params["U"] @ x + params["b"])
+
+
+def _vanilla_bound(static, hp, params):
+    (activation,) = static
+    return _sigma_max(params["W"]) * ACTIVATIONS[activation][1]
 
 
 def vanilla(
@@ -102,6 +170,7 @@ def vanilla(
     bias: bool = True,
     bias_scale: float = 0.0,
     dtype=None,
+    name: str | None = None,
 ) -> Cell:
     """Vanilla RNN h_t = φ(W h_{t-1} + U x_t + b).
 
@@ -110,12 +179,14 @@ def vanilla(
       hidden_size: n, the state size.
       activation: one of ``"tanh"``, ``"sigmoid"``, ``"relu"``, ``"linear"``.
       gain: g for the default recurrent initialiser, W_ij ~ N(0, g²/n). Ignored when
-        ``recurrent_init`` is given.
+        ``recurrent_init`` is given. May be traced (see the module docstring).
       recurrent_init: any initialiser from :mod:`rnn_dynamics.init`, called with shape (n, n).
       input_init: initialiser for U, shape (n, m); default ``gaussian(input_gain)``.
-      bias: whether ``b`` is used (when False it is kept at zero in the params).
+      input_gain: U_ij ~ N(0, input_gain²/m) by default.
+      bias: whether ``b`` is drawn (when False it is zero: ``bias_scale`` is ignored).
       bias_scale: standard deviation of the initial bias (0: zero bias).
       dtype: parameter dtype; default float32 (float64 when x64 is enabled).
+      name: label; default ``"vanilla-<activation>"``.
 
     Step Jacobian: ∂h_t/∂h_{t-1} = diag(φ'(a_t)) W with a_t = W h_{t-1} + U x_t + b.
 
@@ -126,27 +197,27 @@ def vanilla(
     """
     m = check_positive_int("input_size", input_size)
     n = check_positive_int("hidden_size", hidden_size)
-    phi, beta = _activation(activation)
+    _activation(activation)
     gain = check_nonnegative("gain", gain)
     input_gain = check_nonnegative("input_gain", input_gain)
-    bias_scale = check_nonnegative("bias_scale", bias_scale)
-    rec = recurrent_init if recurrent_init is not None else _init.gaussian(gain)
-    inp = input_init if input_init is not None else _init.gaussian(input_gain)
-
-    def init(key):
-        kw, ku, kb = jax.random.split(key, 3)
-        dt = float_dtype(dtype)
-        draw_b = bias and bias_scale > 0  # skip a zero draw: each normal costs compile time
-        b = bias_scale * jax.random.normal(kb, (n,), dt) if draw_b else jnp.zeros((n,), dt)
-        return {"W": rec(kw, (n, n), dt), "U": inp(ku, (n, m), dt), "b": b}
-
-    def step(params, h, x):
-        return phi(params["W"] @ h + params["U"] @ x + params["b"])
-
-    def step_bound(params):
-        return _spectral_norm(params["W"]) * beta
-
-    return Cell(init, _zeros_state(n), step, m, n, n, f"vanilla-{activation}", _first(n), step_bound)
+    bias_scale = check_nonnegative("bias_scale", bias_scale) if bias else 0.0
+    hyper = Hyper({
+        "gain": gain,
+        "bias_scale": bias_scale,
+        "recurrent_init": recurrent_init if recurrent_init is not None else _init.gaussian(gain),
+        "input_init": input_init if input_init is not None else _init.gaussian(input_gain),
+    })
+    return Cell(
+        init=Fn(_vanilla_init, (n, m, _dtype_name(dtype)), hyper),
+        initial_state=Fn(_zeros, (n,)),
+        step=Fn(_vanilla_step, (activation,)),
+        input_size=m,
+        state_size=n,
+        hidden_size=n,
+        name=name or f"vanilla-{activation}",
+        step_bound=Fn(_vanilla_bound, (activation,)),
+        hyper=hyper,
+    )
 
 
 def linear(input_size: int, hidden_size: int, gain: float = 1.0, **kwargs) -> Cell:
@@ -154,8 +225,59 @@ def linear(input_size: int, hidden_size: int, gain: float = 1.0, **kwargs) -> Ce
 
     Same arguments as :func:`vanilla`. Example: ``rd.cells.linear(1, 16, gain=0.9)``.
     """
-    cell = vanilla(input_size, hidden_size, "linear", gain, **kwargs)
-    return cell._replace(name="linear")
+    return vanilla(input_size, hidden_size, "linear", gain, name="linear", **kwargs)
+
+
+def irnn(input_size: int, hidden_size: int, scale: float = 1.0, input_gain: float = 1e-3, **kw) -> Cell:
+    """IRNN (Le, Jaitly & Hinton 2015): ReLU, W = scale·I, zero bias, U_ij ~ N(0, input_gain²).
+
+    With h ≥ 0 and no input, h_t = h_{t-1}: every step Jacobian is the identity on active units.
+    ``scale`` and ``input_gain`` may be traced. Example: ``rd.cells.irnn(2, 100)``.
+    """
+    m = check_positive_int("input_size", input_size)
+    # input_gain is a standard deviation here (Le et al.: N(0, 0.001²)), i.e. gain √m.
+    std = check_nonnegative("input_gain", input_gain)
+    return vanilla(
+        input_size,
+        hidden_size,
+        "relu",
+        recurrent_init=_init.identity(scale),
+        input_init=_init.gaussian(std * np.sqrt(m)),
+        bias=False,
+        name="irnn",
+        **kw,
+    )
+
+
+# ---- univariate ------------------------------------------------------------------------------
+
+
+def _univariate_init(static, hp, key):
+    del key
+    (dtype,) = static
+    dt = float_dtype(dtype)
+    return {k: jnp.asarray(hp[k], dt) for k in ("w", "u", "b")}
+
+
+def _univariate_step(static, hp, params, h, x):
+    (activation,) = static
+    return params["w"] * ACTIVATIONS[activation][0](h) + params["u"] * x + params["b"]
+
+
+def _univariate_bound(static, hp, params):
+    (activation,) = static
+    return jnp.abs(params["w"]) * ACTIVATIONS[activation][1]
+
+
+def _number(name, v):
+    if isinstance(v, jax.core.Tracer):
+        return v
+    if isinstance(v, bool):
+        raise TypeError(f"{name}: expected a number, got {v!r}.")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {v!r}.") from None
 
 
 def univariate(
@@ -164,60 +286,48 @@ def univariate(
     """The lectures' one-unit encoder h_t = w·φ(h_{t-1}) + u·x_t + b.
 
     State and input have size 1. ``init`` ignores its key and returns ``{"w", "u", "b"}`` as
-    0-d arrays (vmap over them, or edit them, to sweep w). With the linear φ,
-    ∂h_T/∂h_1 = w^(T-1); with ``activation="sigmoid"``, ``w=5`` and ``b`` swept this is
-    Pascanu et al.'s (2013) bifurcation example.
+    0-d arrays (vmap over them, or build the cell from a traced w, to sweep w). With the
+    linear φ, ∂h_T/∂h_1 = w^(T-1); with ``activation="sigmoid"``, ``w=5`` and ``b`` swept this
+    is Pascanu et al.'s (2013) bifurcation example.
 
     Example: ``rd.jacobian(cell, cell.init(key), jnp.zeros(1), jnp.zeros((50, 1)))`` is
     1.1**50 = 117.39 for the default w = 1.1.
     """
-    phi, beta = _activation(activation)
-    values = {}
-    for name, v in (("w", w), ("u", u), ("b", b)):
-        try:
-            values[name] = float(v)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name}: expected a number, got {v!r}.") from None
-
-    def init(key):
-        del key
-        dt = float_dtype(dtype)
-        return {k: jnp.asarray(v, dt) for k, v in values.items()}
-
-    def step(params, h, x):
-        return params["w"] * phi(h) + params["u"] * x + params["b"]
-
-    def step_bound(params):
-        return jnp.abs(params["w"]) * beta
-
-    return Cell(init, _zeros_state(1), step, 1, 1, 1, f"univariate-{activation}", _first(1), step_bound)
-
-
-def irnn(input_size: int, hidden_size: int, scale: float = 1.0, input_gain: float = 1e-3, **kw) -> Cell:
-    """IRNN (Le, Jaitly & Hinton 2015): ReLU, W = scale·I, zero bias, U ~ N(0, 0.001²·m/m).
-
-    With h ≥ 0 and no input, h_t = h_{t-1}: every step Jacobian is the identity on active units.
-    Example: ``rd.cells.irnn(2, 100)``.
-    """
-    cell = vanilla(
-        input_size,
-        hidden_size,
-        "relu",
-        recurrent_init=_init.identity(scale),
-        input_init=_gaussian_std(input_gain),
-        bias=False,
-        **kw,
+    _activation(activation)
+    hyper = Hyper({"w": _number("w", w), "u": _number("u", u), "b": _number("b", b)})
+    return Cell(
+        init=Fn(_univariate_init, (_dtype_name(dtype),), hyper),
+        initial_state=Fn(_zeros, (1,)),
+        step=Fn(_univariate_step, (activation,)),
+        input_size=1,
+        state_size=1,
+        hidden_size=1,
+        name=f"univariate-{activation}",
+        step_bound=Fn(_univariate_bound, (activation,)),
+        hyper=hyper,
     )
-    return cell._replace(name="irnn")
 
 
-def _gaussian_std(std):
-    std = check_nonnegative("input_gain", std)
+# ---- LSTM, GRU -------------------------------------------------------------------------------
 
-    def init(key, shape, dtype=None):
-        return std * jax.random.normal(key, tuple(shape), float_dtype(dtype))
 
-    return init
+def _lstm_init(static, hp, key):
+    n, m, dtype = static
+    kx, kh = jax.random.split(key)
+    dt = float_dtype(dtype)
+    g = _init.gaussian(hp["gain"])
+    b = jnp.zeros((4 * n,), dt).at[n : 2 * n].set(jnp.asarray(hp["forget_bias"], dt))
+    return {"Wx": g(kx, (4 * n, m), dt), "Wh": g(kh, (4 * n, n), dt), "b": b}
+
+
+def _lstm_step(static, hp, params, state, x):
+    (n,) = static
+    h, c = state[:n], state[n:]
+    a = params["Wx"] @ x + params["Wh"] @ h + params["b"]
+    i, f, g, o = jnp.split(a, 4)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return jnp.concatenate([h, c])
 
 
 def lstm(input_size: int, hidden_size: int, *, forget_bias: float = 1.0, gain: float = 1.0, dtype=None) -> Cell:
@@ -234,28 +344,18 @@ def lstm(input_size: int, hidden_size: int, *, forget_bias: float = 1.0, gain: f
     """
     m = check_positive_int("input_size", input_size)
     n = check_positive_int("hidden_size", hidden_size)
-    gain = check_nonnegative("gain", gain)
-    forget_bias = float(forget_bias)
-
-    def init(key):
-        kx, kh = jax.random.split(key)
-        dt = float_dtype(dtype)
-        b = jnp.zeros((4 * n,), dt).at[n : 2 * n].set(forget_bias)
-        return {
-            "Wx": _init.gaussian(gain)(kx, (4 * n, m), dt),
-            "Wh": _init.gaussian(gain)(kh, (4 * n, n), dt),
-            "b": b,
-        }
-
-    def step(params, state, x):
-        h, c = state[:n], state[n:]
-        a = params["Wx"] @ x + params["Wh"] @ h + params["b"]
-        i, f, g, o = jnp.split(a, 4)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return jnp.concatenate([h, c])
-
-    return Cell(init, _zeros_state(2 * n), step, m, 2 * n, n, "lstm", _first(n))
+    hyper = Hyper({"gain": check_nonnegative("gain", gain), "forget_bias": _number("forget_bias", forget_bias)})
+    return Cell(
+        init=Fn(_lstm_init, (n, m, _dtype_name(dtype)), hyper),
+        initial_state=Fn(_zeros, (2 * n,)),
+        step=Fn(_lstm_step, (n,)),
+        input_size=m,
+        state_size=2 * n,
+        hidden_size=n,
+        name="lstm",
+        hidden=Fn(_first, (n,)),
+        hyper=hyper,
+    )
 
 
 def split_lstm_state(state: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -271,6 +371,26 @@ def split_lstm_state(state: jax.Array) -> tuple[jax.Array, jax.Array]:
     return state[..., :n], state[..., n:]
 
 
+def _gru_init(static, hp, key):
+    n, m, dtype = static
+    kx, kh = jax.random.split(key)
+    dt = float_dtype(dtype)
+    g = _init.gaussian(hp["gain"])
+    z = jnp.zeros((3 * n,), dt)
+    return {"Wx": g(kx, (3 * n, m), dt), "Wh": g(kh, (3 * n, n), dt), "bx": z, "bh": z}
+
+
+def _gru_step(static, hp, params, h, x):
+    ax = params["Wx"] @ x + params["bx"]
+    ah = params["Wh"] @ h + params["bh"]
+    xr, xz, xn = jnp.split(ax, 3)
+    hr, hz, hn = jnp.split(ah, 3)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    cand = jnp.tanh(xn + r * hn)
+    return (1 - z) * cand + z * h
+
+
 def gru(input_size: int, hidden_size: int, *, gain: float = 1.0, dtype=None) -> Cell:
     """GRU (Cho et al. 2014), in the convention of PyTorch and ``flax.linen.GRUCell``::
 
@@ -281,29 +401,43 @@ def gru(input_size: int, hidden_size: int, *, gain: float = 1.0, dtype=None) -> 
     """
     m = check_positive_int("input_size", input_size)
     n = check_positive_int("hidden_size", hidden_size)
-    gain = check_nonnegative("gain", gain)
+    hyper = Hyper({"gain": check_nonnegative("gain", gain)})
+    return Cell(
+        init=Fn(_gru_init, (n, m, _dtype_name(dtype)), hyper),
+        initial_state=Fn(_zeros, (n,)),
+        step=Fn(_gru_step, ()),
+        input_size=m,
+        state_size=n,
+        hidden_size=n,
+        name="gru",
+        hyper=hyper,
+    )
 
-    def init(key):
-        kx, kh = jax.random.split(key)
-        dt = float_dtype(dtype)
-        return {
-            "Wx": _init.gaussian(gain)(kx, (3 * n, m), dt),
-            "Wh": _init.gaussian(gain)(kh, (3 * n, n), dt),
-            "bx": jnp.zeros((3 * n,), dt),
-            "bh": jnp.zeros((3 * n,), dt),
-        }
 
-    def step(params, h, x):
-        ax = params["Wx"] @ x + params["bx"]
-        ah = params["Wh"] @ h + params["bh"]
-        xr, xz, xn = jnp.split(ax, 3)
-        hr, hz, hn = jnp.split(ah, 3)
-        r = jax.nn.sigmoid(xr + hr)
-        z = jax.nn.sigmoid(xz + hz)
-        cand = jnp.tanh(xn + r * hn)
-        return (1 - z) * cand + z * h
+# ---- echo-state reservoir --------------------------------------------------------------------
 
-    return Cell(init, _zeros_state(n), step, m, n, n, "gru", _first(n))
+
+def _esn_init(static, hp, key):
+    n, m, connectivity, dtype = static
+    kw, ku, kb = jax.random.split(key, 3)
+    dt = float_dtype(dtype)
+    base = _init.sparse(connectivity) if connectivity is not None else _init.gaussian(1.0)
+    s = hp["input_scale"]
+    return {
+        "W": _init.spectral_radius(hp["spectral_radius"], base=base)(kw, (n, n), dt),
+        "U": jax.random.uniform(ku, (n, m), jnp.float32, -1.0, 1.0).astype(dt) * jnp.asarray(s, dt),
+        "b": (hp["bias_scale"] * jax.random.normal(kb, (n,), jnp.float32)).astype(dt),
+    }
+
+
+def _esn_step(static, hp, params, h, x):
+    a = hp["leak_rate"]
+    return (1 - a) * h + a * jnp.tanh(params["W"] @ h + params["U"] @ x + params["b"])
+
+
+def _esn_bound(static, hp, params):
+    a = hp["leak_rate"]
+    return (1 - a) + a * _sigma_max(params["W"])
 
 
 def esn(
@@ -321,43 +455,66 @@ def esn(
 
     W is drawn Gaussian (or with ``connectivity`` non-zeros per row) and rescaled to the given
     spectral radius; U_ij ~ U[-input_scale, input_scale]. The reservoir is fixed by design: only a
-    readout is trained (a later module). ``leak_rate`` a in (0, 1].
-    Step-Jacobian bound: (1-a) + a‖W‖₂.
+    readout is trained (:mod:`rnn_dynamics.esn`). ``leak_rate`` a in (0, 1] is part of the step
+    (``cell.hyper["leak_rate"]``), not of the params. Step-Jacobian bound: (1-a) + a‖W‖₂.
 
     Example: ``rd.cells.esn(1, 200, spectral_radius=0.95, leak_rate=0.3)``.
     """
     m = check_positive_int("input_size", input_size)
     n = check_positive_int("hidden_size", hidden_size)
-    radius = check_nonnegative("spectral_radius", spectral_radius)
-    a = check_unit_interval("leak_rate", leak_rate, open_left=True)
-    input_scale = check_nonnegative("input_scale", input_scale)
-    bias_scale = check_nonnegative("bias_scale", bias_scale)
-    base = _init.sparse(connectivity) if connectivity is not None else _init.gaussian(1.0)
-    rec = _init.spectral_radius(radius, base=base)
+    if connectivity is not None:
+        connectivity = check_positive_int("connectivity", connectivity)
+    hyper = Hyper({
+        "spectral_radius": check_nonnegative("spectral_radius", spectral_radius),
+        "leak_rate": check_unit_interval("leak_rate", leak_rate, open_left=True),
+        "input_scale": check_nonnegative("input_scale", input_scale),
+        "bias_scale": check_nonnegative("bias_scale", bias_scale),
+    })
+    return Cell(
+        init=Fn(_esn_init, (n, m, connectivity, _dtype_name(dtype)), hyper),
+        initial_state=Fn(_zeros, (n,)),
+        step=Fn(_esn_step, (), hyper),
+        input_size=m,
+        state_size=n,
+        hidden_size=n,
+        name="esn",
+        step_bound=Fn(_esn_bound, (), hyper),
+        hyper=hyper,
+    )
 
-    def init(key):
-        kw, ku, kb = jax.random.split(key, 3)
-        dt = float_dtype(dtype)
-        return {
-            "W": rec(kw, (n, n), dt),
-            "U": jax.random.uniform(ku, (n, m), dt, -input_scale, input_scale),
-            "b": bias_scale * jax.random.normal(kb, (n,), dt) if bias_scale > 0 else jnp.zeros((n,), dt),
-        }
 
-    def step(params, h, x):
-        return (1 - a) * h + a * jnp.tanh(params["W"] @ h + params["U"] @ x + params["b"])
+# ---- stack -----------------------------------------------------------------------------------
 
-    def step_bound(params):
-        return (1 - a) + a * _spectral_norm(params["W"])
 
-    return Cell(init, _zeros_state(n), step, m, n, n, "esn", _first(n), step_bound)
+def _stack_init(static, hp, key):
+    cells = hp["layers"]
+    return tuple(c.init(k) for c, k in zip(cells, jax.random.split(key, len(cells))))
+
+
+def _stack_initial_state(static, hp, params):
+    return jnp.concatenate([c.initial_state(p) for c, p in zip(hp["layers"], params)])
+
+
+def _stack_step(static, hp, params, state, x):
+    out = []
+    for c, p, lo, hi in zip(hp["layers"], params, static[:-1], static[1:]):
+        h = c.step(p, state[lo:hi], x)
+        out.append(h)
+        x = c.hidden(h)
+    return jnp.concatenate(out)
+
+
+def _stack_hidden(static, hp, state):
+    (lo,) = static
+    return hp["top"].hidden(state[..., lo:])
 
 
 def stack(cells: Sequence[Cell]) -> Cell:
     """A deep (stacked) RNN: layer k reads layer k-1's ``hidden`` output at the same step.
 
     The state is the concatenation of the layers' states, bottom layer first; params are a tuple
-    of the layers' params; ``hidden`` is the top layer's. Example::
+    of the layers' params, each layer drawn from its own key (``jax.random.split(key, L)``);
+    ``hidden`` is the top layer's. Example::
 
         deep = rd.cells.stack([rd.cells.vanilla(8, 32), rd.cells.vanilla(32, 32)])
     """
@@ -370,31 +527,19 @@ def stack(cells: Sequence[Cell]) -> Cell:
                 f"cells[{k}].input_size: expected {cells[k - 1].hidden_size} (hidden_size of "
                 f"cells[{k - 1}]), got {cells[k].input_size}."
             )
-    bounds = np.cumsum([0] + [c.state_size for c in cells])
-
-    def init(key):
-        return tuple(c.init(k) for c, k in zip(cells, jax.random.split(key, len(cells))))
-
-    def initial_state(params):
-        return jnp.concatenate([c.initial_state(p) for c, p in zip(cells, params)])
-
-    def step(params, state, x):
-        out = []
-        for c, p, lo, hi in zip(cells, params, bounds[:-1], bounds[1:]):
-            h = c.step(p, state[lo:hi], x)
-            out.append(h)
-            x = c.hidden(h)
-        return jnp.concatenate(out)
-
-    top = cells[-1]
-    lo = int(bounds[-2])
-
-    def hidden(state):
-        return top.hidden(state[..., lo:])
-
-    name = "stack(" + ",".join(c.name for c in cells) + ")"
-    return Cell(init, initial_state, step, cells[0].input_size, int(bounds[-1]), top.hidden_size,
-                name, hidden, None, cells)
+    bounds = tuple(int(b) for b in np.cumsum([0] + [c.state_size for c in cells]))
+    layers = Hyper({"layers": cells})
+    return Cell(
+        init=Fn(_stack_init, (), layers),
+        initial_state=Fn(_stack_initial_state, (), layers),
+        step=Fn(_stack_step, bounds, layers),
+        input_size=cells[0].input_size,
+        state_size=bounds[-1],
+        hidden_size=cells[-1].hidden_size,
+        name="stack(" + ",".join(c.name for c in cells) + ")",
+        hidden=Fn(_stack_hidden, (bounds[-2],), Hyper({"top": cells[-1]})),
+        layers=cells,
+    )
 
 
 def split_stack_state(cell: Cell, state: jax.Array) -> list[jax.Array]:
@@ -405,43 +550,101 @@ def split_stack_state(cell: Cell, state: jax.Array) -> list[jax.Array]:
     return jnp.split(jnp.asarray(state), bounds, axis=-1)
 
 
+# ---- flax ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _flax_layout(module, m: int, dtype: str):
+    """(unravel, state size, size of the last carry leaf) of a flax cell's carry."""
+    from jax.flatten_util import ravel_pytree
+
+    shape = jax.eval_shape(lambda: module.initialize_carry(jax.random.key(0), (m,)))
+    carry0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, dtype), shape)
+    flat0, unravel = ravel_pytree(carry0)
+    return unravel, int(flat0.size), int(jax.tree_util.tree_leaves(carry0)[-1].size)
+
+
+def _flax_init(static, hp, key):
+    module, m, dtype = static
+    unravel, size, _ = _flax_layout(module, m, dtype)
+    return module.init(key, unravel(jnp.zeros((size,), dtype)), jnp.zeros((m,), dtype))
+
+
+def _flax_initial_state(static, hp, params):
+    module, m, dtype = static
+    return jnp.zeros((_flax_layout(module, m, dtype)[1],), dtype)
+
+
+def _flax_step(static, hp, params, state, x):
+    from jax.flatten_util import ravel_pytree
+
+    module, m, dtype = static
+    unravel = _flax_layout(module, m, dtype)[0]
+    carry, _ = module.apply(params, unravel(state), x)
+    return ravel_pytree(carry)[0].astype(state.dtype)
+
+
+def _flax_hidden(static, hp, state):
+    (start,) = static
+    return state[..., start:]
+
+
 def from_flax(module, input_size: int, *, dtype=None) -> Cell:
     """Wrap a ``flax.linen`` RNN cell (SimpleCell, GRUCell, LSTMCell, OptimizedLSTMCell, …).
 
     The flax carry pytree is flattened into the 1-D state (``jax.flatten_util.ravel_pytree``
     order: for LSTMCell that is ``[c, h]``); ``hidden`` returns the last carry leaf (the ``h``
-    of the LSTM cells). ``initial_state`` is zeros, as flax's default ``carry_init``.
+    of the LSTM cells). ``initial_state`` is zeros, as flax's default ``carry_init``. The dtype
+    is fixed when the cell is built (float64 if x64 is on then).
 
     Example::
 
         cell = rd.cells.from_flax(flax.linen.GRUCell(features=32), input_size=4)
         J = rd.jacobian(cell, cell.init(key), jnp.zeros(32), xs)
     """
-    from jax.flatten_util import ravel_pytree
-
     m = check_positive_int("input_size", input_size)
     if not (hasattr(module, "initialize_carry") and callable(module)):
         raise TypeError(
             f"module: expected a flax.linen RNN cell (with initialize_carry), got {type(module).__name__}."
         )
-    dt = float_dtype(dtype)
-    carry_shape = jax.eval_shape(lambda: module.initialize_carry(jax.random.key(0), (m,)))
-    carry0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, dt), carry_shape)
-    flat0, unravel = ravel_pytree(carry0)
-    leaves = jax.tree_util.tree_leaves(carry0)
-    n_last = leaves[-1].size
-    size = int(flat0.size)
-    hidden_size = int(getattr(module, "features", n_last))
+    dt = jnp.dtype(float_dtype(dtype)).name
+    _, size, n_last = _flax_layout(module, m, dt)
+    static = (module, m, dt)
+    return Cell(
+        init=Fn(_flax_init, static),
+        initial_state=Fn(_flax_initial_state, static),
+        step=Fn(_flax_step, static),
+        input_size=m,
+        state_size=size,
+        hidden_size=int(getattr(module, "features", n_last)),
+        name=f"flax-{type(module).__name__}",
+        hidden=Fn(_flax_hidden, (size - n_last,)),
+    )
 
-    def init(key):
-        return module.init(key, unravel(jnp.zeros((size,), dt)), jnp.zeros((m,), dt))
 
-    def step(params, state, x):
-        carry, _ = module.apply(params, unravel(state), x)
-        return ravel_pytree(carry)[0].astype(state.dtype)
+# ---- one number, any kind --------------------------------------------------------------------
 
-    def hidden(state):
-        return state[..., size - n_last :]
 
-    return Cell(init, lambda params: jnp.zeros((size,), dt), step, m, size, hidden_size,
-                f"flax-{type(module).__name__}", hidden)
+def from_gain(kind: str, input_size: int, hidden_size: int, gain, activation: str = "tanh") -> Cell:
+    """A cell of ``kind`` whose one free number is ``gain`` (its meaning: :data:`GAIN_MEANING`).
+
+    ``gain`` may be traced, so ``jax.vmap(lambda g: f(from_gain("esn", 8, 64, g)))(gains)``
+    sweeps it in one compiled computation. ``univariate`` ignores the sizes; ``activation``
+    applies to ``vanilla`` and ``univariate``.
+
+    Example: ``rd.cells.from_gain("esn", 8, 64, 0.95)`` is ``rd.cells.esn(8, 64, spectral_radius=0.95)``.
+    """
+    check_choice("kind", kind, KINDS)
+    if kind == "vanilla":
+        return vanilla(input_size, hidden_size, activation, gain)
+    if kind == "linear":
+        return linear(input_size, hidden_size, gain)
+    if kind == "irnn":
+        return irnn(input_size, hidden_size, scale=gain)
+    if kind == "lstm":
+        return lstm(input_size, hidden_size, gain=gain)
+    if kind == "gru":
+        return gru(input_size, hidden_size, gain=gain)
+    if kind == "esn":
+        return esn(input_size, hidden_size, spectral_radius=gain)
+    return univariate(w=gain, activation=activation)

@@ -5,6 +5,12 @@ Each factory closes over its settings and returns ``init(key, shape, dtype=None)
 reads from, so ``W @ h`` is the recurrent drive. ``dtype=None`` means float32, or float64 when
 ``jax_enable_x64`` is on.
 
+Random draws are made in float32 and then cast, so one key gives the same matrix at both
+precisions (float64 computations can then be compared with float32 ones on one network).
+Initialisers are values (:class:`rnn_dynamics._cell.Fn`): ``gaussian(1.1) == gaussian(1.1)``,
+and their numbers (gain, radius, scale) may be traced (a sweep inside ``jax.vmap``); a traced
+number is not validated.
+
 >>> import jax, rnn_dynamics as rd
 >>> W = rd.init.gaussian(1.1)(jax.random.key(0), (64, 64))    # entries N(0, 1.1**2 / 64)
 >>> W = rd.init.spectral_radius(0.95, base=rd.init.sparse(15))(jax.random.key(0), (100, 100))
@@ -17,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._cell import Fn
 from ._checks import check_nonnegative, check_positive_int, float_dtype
 
 Initializer = Callable[..., jax.Array]
@@ -42,14 +49,17 @@ def gaussian(gain: float = 1.0) -> Initializer:
 
     Example: ``rd.init.gaussian(1.0)(key, (128, 128))``.
     """
-    gain = check_nonnegative("gain", gain)
+    return Fn(_gaussian, (), {"gain": check_nonnegative("gain", gain)})
 
-    def init(key, shape, dtype=None):
-        fan_out, fan_in = _shape2(shape)
-        dtype = float_dtype(dtype)
-        return ((gain / np.sqrt(fan_in)) * jax.random.normal(key, (fan_out, fan_in), dtype)).astype(dtype)
 
-    return init
+def _normal32(key, shape):
+    return jax.random.normal(key, shape, jnp.float32)
+
+
+def _gaussian(static, hp, key, shape, dtype=None):
+    fan_out, fan_in = _shape2(shape)
+    W = (hp["gain"] / np.sqrt(fan_in)) * _normal32(key, (fan_out, fan_in))
+    return W.astype(float_dtype(dtype))
 
 
 def orthogonal(gain: float = 1.0) -> Initializer:
@@ -57,13 +67,12 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
     Square: every singular value equals ``gain``. Example: ``rd.init.orthogonal()(key, (64, 64))``.
     """
-    gain = check_nonnegative("gain", gain)
+    return Fn(_orthogonal, (), {"gain": check_nonnegative("gain", gain)})
 
-    def init(key, shape, dtype=None):
-        shape = _shape2(shape)
-        return jax.nn.initializers.orthogonal(scale=gain)(key, shape, float_dtype(dtype))
 
-    return init
+def _orthogonal(static, hp, key, shape, dtype=None):
+    Q = jax.nn.initializers.orthogonal(scale=1.0)(key, _shape2(shape), jnp.float32)
+    return (hp["gain"] * Q).astype(float_dtype(dtype))
 
 
 def identity(scale: float = 1.0) -> Initializer:
@@ -71,13 +80,13 @@ def identity(scale: float = 1.0) -> Initializer:
 
     With ``scale=1`` and ReLU this is the IRNN of Le, Jaitly & Hinton (2015).
     """
-    scale = check_nonnegative("scale", scale)
+    return Fn(_identity, (), {"scale": check_nonnegative("scale", scale)})
 
-    def init(key, shape, dtype=None):
-        del key
-        return scale * jnp.eye(*_shape2(shape), dtype=float_dtype(dtype))
 
-    return init
+def _identity(static, hp, key, shape, dtype=None):
+    del key
+    dtype = float_dtype(dtype)
+    return (hp["scale"] * jnp.eye(*_shape2(shape), dtype=dtype)).astype(dtype)
 
 
 def zeros(key, shape, dtype=None):
@@ -135,16 +144,17 @@ def spectral_radius(radius: float, base: Initializer | None = None) -> Initializ
     """
     radius = check_nonnegative("radius", radius)
     base = gaussian(1.0) if base is None else base
+    return Fn(_spectral_radius, (), {"radius": radius, "base": base})
 
-    def init(key, shape, dtype=None):
-        n, m = _shape2(shape)
-        if n != m:
-            raise ValueError(f"shape: spectral-radius scaling needs a square matrix, got {(n, m)}.")
-        W = base(key, (n, m), float_dtype(dtype))
-        rho = matrix_spectral_radius(W)
-        return W * jnp.where(rho > 0, radius / jnp.where(rho > 0, rho, 1), 0).astype(W.dtype)
 
-    return init
+def _spectral_radius(static, hp, key, shape, dtype=None):
+    n, m = _shape2(shape)
+    if n != m:
+        raise ValueError(f"shape: spectral-radius scaling needs a square matrix, got {(n, m)}.")
+    W = hp["base"](key, (n, m), jnp.float32)  # float32 at both precisions: one key, one network
+    rho = matrix_spectral_radius(W)
+    scale = jnp.where(rho > 0, hp["radius"] / jnp.where(rho > 0, rho, 1), 0)
+    return (W * scale.astype(W.dtype)).astype(float_dtype(dtype))
 
 
 def sparse(k: int, gain: float = 1.0) -> Initializer:
@@ -154,18 +164,17 @@ def sparse(k: int, gain: float = 1.0) -> Initializer:
     :func:`spectral_radius` for the usual sparse reservoir. Example: ``rd.init.sparse(15)``.
     """
     k = check_positive_int("k", k)
-    gain = check_nonnegative("gain", gain)
+    return Fn(_sparse, (k,), {"gain": check_nonnegative("gain", gain)})
 
-    def init(key, shape, dtype=None):
-        n, m = _shape2(shape)
-        if k > m:
-            raise ValueError(f"k: expected at most fan_in = {m} non-zeros per row, got {k}.")
-        dtype = float_dtype(dtype)
-        k_pos, k_val = jax.random.split(key)
-        # The k smallest of m uniform numbers per row pick k distinct columns uniformly.
-        ranks = jnp.argsort(jax.random.uniform(k_pos, (n, m)), axis=1)
-        mask = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], ranks[:, :k]].set(True)
-        values = ((gain / np.sqrt(k)) * jax.random.normal(k_val, (n, m), dtype)).astype(dtype)
-        return jnp.where(mask, values, jnp.zeros((), dtype))
 
-    return init
+def _sparse(static, hp, key, shape, dtype=None):
+    (k,) = static
+    n, m = _shape2(shape)
+    if k > m:
+        raise ValueError(f"k: expected at most fan_in = {m} non-zeros per row, got {k}.")
+    k_pos, k_val = jax.random.split(key)
+    # The k smallest of m uniform numbers per row pick k distinct columns uniformly.
+    ranks = jnp.argsort(jax.random.uniform(k_pos, (n, m), jnp.float32), axis=1)
+    mask = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], ranks[:, :k]].set(True)
+    values = (hp["gain"] / np.sqrt(k)) * _normal32(k_val, (n, m))
+    return jnp.where(mask, values, 0.0).astype(float_dtype(dtype))

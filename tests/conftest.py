@@ -32,7 +32,7 @@ def _stack():
 CELL_FACTORIES = [
     ("linear", lambda: rd.cells.linear(M, N, gain=0.9)),
     ("vanilla-tanh", lambda: rd.cells.vanilla(M, N, "tanh", bias_scale=0.3)),
-    ("vanilla-sigmoid", lambda: rd.cells.vanilla(M, N, "sigmoid", bias_scale=0.3)),
+    ("vanilla-sigmoid", lambda: rd.cells.vanilla(M, N, "sigmoid", gain=4.0, bias_scale=0.3)),
     ("vanilla-relu", lambda: rd.cells.vanilla(M, N, "relu", bias_scale=0.3)),
     ("vanilla-linear", lambda: rd.cells.vanilla(M, N, "linear", gain=0.9)),
     ("univariate", lambda: rd.cells.univariate(w=1.1)),
