@@ -124,7 +124,8 @@ def _h1_kind(cell, h1, seeds):
         return "scale"
     h1 = jnp.asarray(h1)
     if h1.ndim == 0:
-        check_nonnegative("h1", float(h1))
+        if not is_traced(h1):
+            check_nonnegative("h1", float(h1))
         return "scale"
     if h1.shape == (cell.state_size,):
         as_state(cell, h1)

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import init as _init
+from .init import _f32
 from ._cell import Cell, Fn, Hyper
 from ._checks import (
     check_choice,
@@ -128,11 +129,6 @@ def _sigma_max(W):
     return jnp.linalg.svd(W, compute_uv=False)[0]
 
 
-def _normal(key, shape, dt):
-    """N(0, 1) drawn in float32 and cast: the same key gives the same network at both precisions."""
-    return jax.random.normal(key, shape, jnp.float32).astype(dt)
-
-
 def _dtype_name(dtype):
     return None if dtype is None else jnp.dtype(dtype).name
 
@@ -144,7 +140,7 @@ def _vanilla_init(static, hp, key):
     n, m, dtype = static
     kw, ku, kb = jax.random.split(key, 3)
     dt = float_dtype(dtype)
-    b = (hp["bias_scale"] * jax.random.normal(kb, (n,), jnp.float32)).astype(dt)
+    b = (_f32(hp["bias_scale"]) * jax.random.normal(kb, (n,), jnp.float32)).astype(dt)
     return {"W": hp["recurrent_init"](kw, (n, n), dt), "U": hp["input_init"](ku, (n, m), dt), "b": b}
 
 
@@ -425,8 +421,8 @@ def _esn_init(static, hp, key):
     s = hp["input_scale"]
     return {
         "W": _init.spectral_radius(hp["spectral_radius"], base=base)(kw, (n, n), dt),
-        "U": jax.random.uniform(ku, (n, m), jnp.float32, -1.0, 1.0).astype(dt) * jnp.asarray(s, dt),
-        "b": (hp["bias_scale"] * jax.random.normal(kb, (n,), jnp.float32)).astype(dt),
+        "U": (_f32(s) * jax.random.uniform(ku, (n, m), jnp.float32, -1.0, 1.0)).astype(dt),
+        "b": (_f32(hp["bias_scale"]) * jax.random.normal(kb, (n,), jnp.float32)).astype(dt),
     }
 
 

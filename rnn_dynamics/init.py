@@ -56,9 +56,14 @@ def _normal32(key, shape):
     return jax.random.normal(key, shape, jnp.float32)
 
 
+def _f32(x):
+    """A number (maybe traced, maybe float64) as float32: random matrices are built in float32."""
+    return jnp.asarray(x).astype(jnp.float32)
+
+
 def _gaussian(static, hp, key, shape, dtype=None):
     fan_out, fan_in = _shape2(shape)
-    W = (hp["gain"] / np.sqrt(fan_in)) * _normal32(key, (fan_out, fan_in))
+    W = _f32(hp["gain"] / np.sqrt(fan_in)) * _normal32(key, (fan_out, fan_in))
     return W.astype(float_dtype(dtype))
 
 
@@ -72,7 +77,7 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
 def _orthogonal(static, hp, key, shape, dtype=None):
     Q = jax.nn.initializers.orthogonal(scale=1.0)(key, _shape2(shape), jnp.float32)
-    return (hp["gain"] * Q).astype(float_dtype(dtype))
+    return (_f32(hp["gain"]) * Q).astype(float_dtype(dtype))
 
 
 def identity(scale: float = 1.0) -> Initializer:
@@ -85,8 +90,7 @@ def identity(scale: float = 1.0) -> Initializer:
 
 def _identity(static, hp, key, shape, dtype=None):
     del key
-    dtype = float_dtype(dtype)
-    return (hp["scale"] * jnp.eye(*_shape2(shape), dtype=dtype)).astype(dtype)
+    return (_f32(hp["scale"]) * jnp.eye(*_shape2(shape), dtype=jnp.float32)).astype(float_dtype(dtype))
 
 
 def zeros(key, shape, dtype=None):
@@ -153,8 +157,8 @@ def _spectral_radius(static, hp, key, shape, dtype=None):
         raise ValueError(f"shape: spectral-radius scaling needs a square matrix, got {(n, m)}.")
     W = hp["base"](key, (n, m), jnp.float32)  # float32 at both precisions: one key, one network
     rho = matrix_spectral_radius(W)
-    scale = jnp.where(rho > 0, hp["radius"] / jnp.where(rho > 0, rho, 1), 0)
-    return (W * scale.astype(W.dtype)).astype(float_dtype(dtype))
+    scale = jnp.where(rho > 0, _f32(hp["radius"]) / jnp.where(rho > 0, rho, 1), 0)
+    return (W * scale.astype(jnp.float32)).astype(float_dtype(dtype))
 
 
 def sparse(k: int, gain: float = 1.0) -> Initializer:
@@ -176,5 +180,5 @@ def _sparse(static, hp, key, shape, dtype=None):
     # The k smallest of m uniform numbers per row pick k distinct columns uniformly.
     ranks = jnp.argsort(jax.random.uniform(k_pos, (n, m), jnp.float32), axis=1)
     mask = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], ranks[:, :k]].set(True)
-    values = (hp["gain"] / np.sqrt(k)) * _normal32(k_val, (n, m))
+    values = _f32(hp["gain"] / np.sqrt(k)) * _normal32(k_val, (n, m))
     return jnp.where(mask, values, 0.0).astype(float_dtype(dtype))

@@ -1,49 +1,287 @@
-"""Results on disk: JSON written atomically, so an interrupted run never leaves half a file.
+"""Results on disk: one versioned JSON schema for every study, written atomically.
 
-Kept apart from the pure core: nothing here imports jax transformations or does maths.
+Orchestration layer: the command line writes results here and the plots read them from here
+(:mod:`rnn_dynamics.plot` never opens a file itself). Nothing here does maths or imports jax
+transformations.
+
+The results schema (``SCHEMA_VERSION`` = 1), one JSON object::
+
+    {
+      "schema": "rnn_dynamics.results",   # what this file is
+      "schema_version": 1,                # SCHEMA_VERSION of the writer
+      "kind": "spectrum",                 # the kind of study (which command wrote it)
+      "config": {...},                    # the study's settings: everything that defines its numbers
+      "environment": {...},               # library, jax, numpy, python versions; device; x64
+      "complete": false,                  # true once every run of the config is finished
+      "runs": [                           # one object per finished configuration (e.g. per gain)
+        {"label": "g=0.8", "gain": 0.8, "seconds": 1.2,
+         "log10_norm": [... one number per seed ...],
+         "log10_norms": [[... T-1 numbers ...] per seed], ...},
+      ]
+    }
+
+Per-seed arrays are nested lists whose first axis is the seed (length ``config["seeds"]``).
+Non-finite numbers (NaN, ±inf) are written as ``null``, so every file is strict JSON (RFC 8259);
+``np.asarray(run[name], float)`` reads them back as NaN. Fields required per run for each known
+kind are listed in ``RUN_FIELDS``; other kinds get the general checks only.
+
+Files are written atomically (a temporary file in the same folder, then ``os.replace``) with the
+usual permissions (0666 minus the umask, so 0644 under the common umask 022): an interrupted
+run never leaves half a file. :func:`append_jsonl` writes one record per line, for streams of
+per-run results.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_json", "load_json", "environment"]
+import numpy as np
+
+__all__ = [
+    "SCHEMA", "SCHEMA_VERSION", "RUN_FIELDS", "new_results", "validate", "load_results",
+    "save_results", "save_json", "load_json", "append_jsonl", "read_jsonl", "to_json",
+    "environment",
+]
+
+SCHEMA = "rnn_dynamics.results"
+SCHEMA_VERSION = 1
+
+# kind -> fields every run must hold; the per-seed ones (first axis = seed) are marked True.
+RUN_FIELDS: dict[str, dict[str, bool]] = {
+    "spectrum": {
+        "label": False, "gain": False, "seconds": False, "log10_norm": True, "growth_rate": True,
+        "dense_ok": True, "singular_values": True, "log10_norms": True,
+    },
+}
 
 
-def save_json(path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
+def to_json(obj: Any) -> Any:
+    """``obj`` as plain JSON values: arrays and numpy scalars to lists and numbers, NaN/±inf to None.
+
+    Example: ``to_json({"a": np.array([1.0, np.nan])})`` is ``{"a": [1.0, None]}``.
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)) and not isinstance(obj, np.bool_):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__array__"):  # numpy and jax arrays
+        return to_json(np.asarray(obj).tolist())
+    raise TypeError(f"to_json: cannot store a {type(obj).__name__} in JSON ({obj!r}).")
+
+
+def _write_atomic(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # os.open applies the umask to 0o666 (mkstemp would give 0o600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=True)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
     return path
 
 
+def save_json(path, data: Any) -> Path:
+    """Write ``data`` as strict JSON to ``path`` atomically; NaN and ±inf become ``null``.
+
+    Args:
+      path: the file (its folder is created if missing).
+      data: dicts, lists, numbers, strings, numpy or jax arrays.
+
+    Returns:
+      The path written. Example: ``store.save_json("out/x.json", {"a": np.arange(3)})``.
+    """
+    text = json.dumps(to_json(data), indent=1, allow_nan=False)
+    return _write_atomic(Path(path), text + "\n")
+
+
 def load_json(path) -> Any:
-    """Read a JSON file written by :func:`save_json` (a directory means its ``results.json``)."""
+    """Read a JSON file (a directory means its ``results.json``); no schema checks (see
+    :func:`load_results` for those). Example: ``store.load_json("out/x.json")["a"]``."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
+def append_jsonl(path, record: dict) -> Path:
+    """Append one record as one line of strict JSON to ``path`` (JSON lines; NaN/±inf -> null).
+
+    A line is written with a single ``write`` and flushed, so a reader sees whole records.
+    Example: ``store.append_jsonl("out/runs.jsonl", {"gain": 1.0, "lambda_max": 0.01})``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(to_json(record), allow_nan=False, separators=(",", ":"))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+    return path
+
+
+def read_jsonl(path) -> list:
+    """The records (dicts) of a JSON-lines file, in order; a final partial line (a writer stopped
+    mid-line) is ignored. Example: ``[r["gain"] for r in store.read_jsonl("out/runs.jsonl")]``."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n") and line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def new_results(config: dict, kind: str = "spectrum") -> dict:
+    """An empty results object of the current schema for a study of ``kind`` with ``config``.
+
+    Args:
+      config: the study's settings (JSON-able; tuples become lists).
+      kind: the kind of study, e.g. ``"spectrum"``.
+
+    Returns:
+      ``{"schema", "schema_version", "kind", "config", "environment", "complete": False,
+      "runs": []}``; append finished runs to ``["runs"]`` and save with :func:`save_results`.
+
+    Example::
+
+        res = store.new_results({"cell": "vanilla", "seeds": 4, "gain": [1.0]})
+        res["runs"].append({...}); store.save_results("out/results.json", res)
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a dict of settings, got {type(config).__name__}.")
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"kind: expected a non-empty string such as 'spectrum', got {kind!r}.")
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "config": to_json(config),
+        "environment": environment(),
+        "complete": False,
+        "runs": [],
+    }
+
+
+def validate(results, kind: str | None = None, *, source: str = "results") -> dict:
+    """Check that ``results`` follows this schema (and is of ``kind`` if given); return it.
+
+    Args:
+      results: a dict as loaded from a results file.
+      kind: the expected kind of study, or None for any.
+      source: how to name the results in messages (e.g. the file's path).
+
+    Returns:
+      ``results`` unchanged.
+
+    Raises:
+      ValueError: another schema or schema version, another kind of study, or a malformed
+        layout; the message says which and what to do.
+
+    Example: ``store.validate(json.load(open("out/results.json")), "spectrum")``.
+    """
+    if not isinstance(results, dict) or results.get("schema") != SCHEMA:
+        raise ValueError(
+            f"{source}: not an rnn_dynamics results file (expected \"schema\": {SCHEMA!r}). It was "
+            f"written by another program or by rnn_dynamics before results files were versioned; "
+            f"rerun the study (with --overwrite, or another --out) to write it in this format."
+        )
+    version = results.get("schema_version")
+    if version != SCHEMA_VERSION:
+        newer = isinstance(version, int) and version > SCHEMA_VERSION
+        raise ValueError(
+            f"{source}: results schema version {version!r}, but this rnn_dynamics reads version "
+            f"{SCHEMA_VERSION}. "
+            + ("Upgrade rnn_dynamics to read it." if newer
+               else "Rerun the study (with --overwrite, or another --out) to write it in this version.")
+        )
+    if kind is not None and results.get("kind") != kind:
+        raise ValueError(
+            f"{source}: holds a {results.get('kind')!r} study, expected a {kind!r} study. "
+            f"Use another output folder, or the command that wrote it."
+        )
+    for name, typ in (("kind", str), ("config", dict), ("environment", dict), ("complete", bool),
+                      ("runs", list)):
+        if not isinstance(results.get(name), typ):
+            raise ValueError(
+                f"{source}: field {name!r} should be a {typ.__name__}, got "
+                f"{type(results.get(name)).__name__}; the file is damaged: rerun the study."
+            )
+    fields = RUN_FIELDS.get(results["kind"], {})
+    seeds = results["config"].get("seeds")
+    for i, run in enumerate(results["runs"]):
+        if not isinstance(run, dict):
+            raise ValueError(f"{source}: run {i} should be an object, got {type(run).__name__}.")
+        missing = [f for f in fields if f not in run]
+        if missing:
+            raise ValueError(
+                f"{source}: run {i} lacks {', '.join(missing)}; the file is damaged: rerun the study."
+            )
+        for f, per_seed in fields.items():
+            if per_seed and isinstance(seeds, int) and (
+                not isinstance(run[f], list) or len(run[f]) != seeds
+            ):
+                got = len(run[f]) if isinstance(run[f], list) else type(run[f]).__name__
+                raise ValueError(
+                    f"{source}: run {i} field {f!r} should hold one entry per seed ({seeds}), got "
+                    f"{got}; the file is damaged: rerun the study."
+                )
+    return results
+
+
+def load_results(path, kind: str | None = None) -> dict:
+    """Read and :func:`validate` a results file (a directory means its ``results.json``).
+
+    Example: ``res = rd.store.load_results("rnn_dynamics_out", "spectrum")``; ``res["runs"]``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = load_json(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); rerun the study to rewrite it.") from None
+    return validate(data, kind, source=str(path))
+
+
+def save_results(path, results: dict) -> Path:
+    """:func:`validate` ``results`` and write them atomically to ``path`` (see :func:`save_json`).
+
+    Returns the path. Example: ``store.save_results("out/results.json", res)`` with ``res`` from
+    :func:`new_results`.
+    """
+    results = to_json(results)
+    validate(results, source="results to save")
+    return save_json(path, results)
+
+
 def environment() -> dict:
-    """Library, jax and numpy versions and the device the default backend runs on."""
+    """Library, jax, numpy and python versions, the default device and whether x64 is on.
+
+    Example: ``rd.store.environment()["jax"]`` is ``"0.10.2"`` here.
+    """
     import jax
     import jaxlib
-    import numpy as np
 
     from . import __version__
 
