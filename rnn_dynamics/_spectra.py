@@ -20,8 +20,12 @@ Chaotic networks: rebuilding a seed and calling :func:`rnn_dynamics.jacobian_nor
 differently compiled program (other fusion, other summation order) than ``spectra``'s batched
 one. Both are correct to rounding per step, but where the dynamics are chaotic (λ_max > 0,
 e.g. g = 3) rounding differences in h_t grow like e^(λ_max t) until the two trajectories are
-unrelated, and so are their Jacobian products after that. The size of the effect, measured:
-{CHAOS}
+unrelated, and so are their Jacobian products after that. The size of the effect, measured
+on a 2-core CPU (tanh, n = 64, 8 inputs, T = 300, 8 seeds, float32): at g = 1 the two agree to
+3e-5 in log10 ‖∂h_T/∂h_1‖₂ (median 8e-6); at g = 3 they part by more than 1e-3 after 32-44
+steps and end a median 1.25 (at most 4.0) apart in log10, around a median of 32. The seed
+distribution is the same; single chaotic seeds are not reproducible across compiled programs
+(float64 delays the divergence; it does not remove it).
 """
 from __future__ import annotations
 
@@ -140,8 +144,8 @@ def _h1_kind(cell, h1, seeds):
 
 
 def _normal(key, shape, scale, dt):
-    """scale·N(0, 1) computed in float32 and cast: identical draws with and without x64."""
-    return (jnp.asarray(scale, jnp.float32) * jax.random.normal(key, shape, jnp.float32)).astype(dt)
+    """scale·N(0, 1), the normal drawn in float32: the same draw with and without x64."""
+    return jnp.asarray(scale).astype(dt) * jax.random.normal(key, shape, jnp.float32).astype(dt)
 
 
 def _draw(cell, key, steps, input_scale, h1_kind, h1, params=None, xs=None):

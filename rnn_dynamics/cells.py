@@ -28,7 +28,7 @@ Cells are values and hyperparameters are data:
   A traced number cannot be validated before tracing (it has no value yet): a negative
   traced gain is not caught. Sizes, activation names and flags must be concrete.
 * Random draws are made in float32 and cast, so one key builds the same network with and
-  without ``jax_enable_x64``.
+  without ``jax_enable_x64`` (the float64 weights round to the float32 ones).
 
 Factories: :func:`linear`, :func:`vanilla`, :func:`univariate`, :func:`irnn`, :func:`lstm`,
 :func:`gru`, :func:`esn`, :func:`stack`, :func:`from_flax`; :func:`from_gain` builds any of
@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import init as _init
-from .init import _f32
+from .init import _scale
 from ._cell import Cell, Fn, Hyper
 from ._checks import (
     check_choice,
@@ -140,7 +140,7 @@ def _vanilla_init(static, hp, key):
     n, m, dtype = static
     kw, ku, kb = jax.random.split(key, 3)
     dt = float_dtype(dtype)
-    b = (_f32(hp["bias_scale"]) * jax.random.normal(kb, (n,), jnp.float32)).astype(dt)
+    b = _scale(hp["bias_scale"], dt) * jax.random.normal(kb, (n,), jnp.float32).astype(dt)
     return {"W": hp["recurrent_init"](kw, (n, n), dt), "U": hp["input_init"](ku, (n, m), dt), "b": b}
 
 
@@ -421,8 +421,8 @@ def _esn_init(static, hp, key):
     s = hp["input_scale"]
     return {
         "W": _init.spectral_radius(hp["spectral_radius"], base=base)(kw, (n, n), dt),
-        "U": (_f32(s) * jax.random.uniform(ku, (n, m), jnp.float32, -1.0, 1.0)).astype(dt),
-        "b": (_f32(hp["bias_scale"]) * jax.random.normal(kb, (n,), jnp.float32)).astype(dt),
+        "U": _scale(s, dt) * jax.random.uniform(ku, (n, m), jnp.float32, -1.0, 1.0).astype(dt),
+        "b": _scale(hp["bias_scale"], dt) * jax.random.normal(kb, (n,), jnp.float32).astype(dt),
     }
 
 

@@ -5,8 +5,9 @@ Each factory closes over its settings and returns ``init(key, shape, dtype=None)
 reads from, so ``W @ h`` is the recurrent drive. ``dtype=None`` means float32, or float64 when
 ``jax_enable_x64`` is on.
 
-Random draws are made in float32 and then cast, so one key gives the same matrix at both
-precisions (float64 computations can then be compared with float32 ones on one network).
+Random draws are made in float32 (then cast and scaled in the working dtype), so one key
+gives the same network with and without ``jax_enable_x64``: the float64 weights round to the
+float32 ones, and precision can be compared on one network.
 Initialisers are values (:class:`rnn_dynamics._cell.Fn`): ``gaussian(1.1) == gaussian(1.1)``,
 and their numbers (gain, radius, scale) may be traced (a sweep inside ``jax.vmap``); a traced
 number is not validated.
@@ -56,15 +57,20 @@ def _normal32(key, shape):
     return jax.random.normal(key, shape, jnp.float32)
 
 
-def _f32(x):
-    """A number (maybe traced, maybe float64) as float32: random matrices are built in float32."""
-    return jnp.asarray(x).astype(jnp.float32)
+def _scale(x, dt):
+    """A (maybe traced) number in dtype ``dt``: the draw is float32, the scaling is done in ``dt``.
+
+    So with x64 on, a matrix is the float32 draw times the scale in float64: the same network
+    as without x64 up to float32 rounding of the weights, and smooth (exactly differentiable)
+    in the scale.
+    """
+    return jnp.asarray(x).astype(dt)
 
 
 def _gaussian(static, hp, key, shape, dtype=None):
     fan_out, fan_in = _shape2(shape)
-    W = _f32(hp["gain"] / np.sqrt(fan_in)) * _normal32(key, (fan_out, fan_in))
-    return W.astype(float_dtype(dtype))
+    dt = float_dtype(dtype)
+    return _scale(hp["gain"] / np.sqrt(fan_in), dt) * _normal32(key, (fan_out, fan_in)).astype(dt)
 
 
 def orthogonal(gain: float = 1.0) -> Initializer:
@@ -77,7 +83,8 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
 def _orthogonal(static, hp, key, shape, dtype=None):
     Q = jax.nn.initializers.orthogonal(scale=1.0)(key, _shape2(shape), jnp.float32)
-    return (_f32(hp["gain"]) * Q).astype(float_dtype(dtype))
+    dt = float_dtype(dtype)
+    return _scale(hp["gain"], dt) * Q.astype(dt)
 
 
 def identity(scale: float = 1.0) -> Initializer:
@@ -90,7 +97,8 @@ def identity(scale: float = 1.0) -> Initializer:
 
 def _identity(static, hp, key, shape, dtype=None):
     del key
-    return (_f32(hp["scale"]) * jnp.eye(*_shape2(shape), dtype=jnp.float32)).astype(float_dtype(dtype))
+    dt = float_dtype(dtype)
+    return _scale(hp["scale"], dt) * jnp.eye(*_shape2(shape), dtype=dt)
 
 
 def zeros(key, shape, dtype=None):
@@ -155,10 +163,10 @@ def _spectral_radius(static, hp, key, shape, dtype=None):
     n, m = _shape2(shape)
     if n != m:
         raise ValueError(f"shape: spectral-radius scaling needs a square matrix, got {(n, m)}.")
-    W = hp["base"](key, (n, m), jnp.float32)  # float32 at both precisions: one key, one network
+    dt = float_dtype(dtype)
+    W = hp["base"](key, (n, m), dt)
     rho = matrix_spectral_radius(W)
-    scale = jnp.where(rho > 0, _f32(hp["radius"]) / jnp.where(rho > 0, rho, 1), 0)
-    return (W * scale.astype(jnp.float32)).astype(float_dtype(dtype))
+    return W * jnp.where(rho > 0, _scale(hp["radius"], dt) / jnp.where(rho > 0, rho, 1), 0)
 
 
 def sparse(k: int, gain: float = 1.0) -> Initializer:
@@ -180,5 +188,6 @@ def _sparse(static, hp, key, shape, dtype=None):
     # The k smallest of m uniform numbers per row pick k distinct columns uniformly.
     ranks = jnp.argsort(jax.random.uniform(k_pos, (n, m), jnp.float32), axis=1)
     mask = jnp.zeros((n, m), bool).at[jnp.arange(n)[:, None], ranks[:, :k]].set(True)
-    values = _f32(hp["gain"] / np.sqrt(k)) * _normal32(k_val, (n, m))
-    return jnp.where(mask, values, 0.0).astype(float_dtype(dtype))
+    dt = float_dtype(dtype)
+    values = _scale(hp["gain"] / np.sqrt(k), dt) * _normal32(k_val, (n, m)).astype(dt)
+    return jnp.where(mask, values, jnp.zeros((), dt))
