@@ -167,11 +167,11 @@ def _draw(cell, key, steps, input_scale, h1_kind, h1, params=None, xs=None):
 def default_batch_size(state_size: int, seeds: int) -> int:
     """How many seeds to vmap at once inside ``spectra``'s ``lax.map``.
 
-    Chosen from benchmarks/jacobian.py on a 2-core CPU (benchmarks/README.md): up to n = 64
-    vmapping wins while a (batch, n, n) float32 carry stays within 128 KiB; above n = 64 (XLA's
-    own dots, see ``rnn_dynamics._compile``) any batch of 4 or more runs at the full matmul rate.
-    Measured never slower than a Python loop of jitted one-seed calls (n = 32: 1.28x,
-    n = 64: 1.06x, n = 128: 1.58x, n = 256: 1.03x).
+    Up to n = 64 vmapping wins while a (batch, n, n) float32 carry stays within 128 KiB; above
+    that any batch of 4 or more already runs at the machine's matmul rate on CPU, and a wider
+    batch only grows the working set. The measurements behind the rule (never slower than a
+    Python loop of jitted one-seed calls) are in benchmarks/README.md. Example:
+    ``rd.default_batch_size(64, 32)`` is 8.
     """
     return max(1, min(seeds, max(4, 2**15 // (state_size * state_size))))
 
