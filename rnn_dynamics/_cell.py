@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Cell", "Fn", "Hyper", "check_cell", "check_params", "split_cell", "merge_cell", "is_hyper_leaf"]
+__all__ = ["Cell", "Fn", "Hyper", "check_cell", "check_params", "init_many", "split_cell", "merge_cell", "is_hyper_leaf"]
 
 Params = Any
 
@@ -230,3 +230,19 @@ def check_params(cell: Cell, params, name: str = "params") -> None:
             hint = (" For a batch of params (one per seed), use jax.vmap, or rd.spectra(..., params=...)."
                     if shape[1:] == tuple(e.shape) else "")
             raise ValueError(f"{where}: expected shape {tuple(e.shape)} (from cell.init), got {shape}.{hint}")
+
+
+def init_many(cell: Cell, keys):
+    """Params for many keys, one after another: ``jax.lax.map(cell.init, keys)``.
+
+    Not ``jax.vmap(cell.init)``: an init with several independent LAPACK calls (the orthogonal
+    recurrent kernels of flax's LSTM and GRU cells draw one QR each) becomes several *batched*
+    LAPACK calls under vmap, which XLA:CPU may run at once; each parallelises its batch on the
+    intra-op thread pool and waits for it, and when every pool thread is such a waiter the
+    process deadlocks (seen on 2 cores: 0% CPU in ``block_until_ready``). Unbatched calls do
+    not wait on the pool. Drawing is cheap next to any analysis, so nothing is lost.
+
+    Args:
+      cell: a Cell. keys: (S,) PRNG keys. Returns params with a leading axis of size S.
+    """
+    return jax.lax.map(cell.init, keys)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._cell import check_cell, check_params
+from ._cell import check_cell, check_params, init_many
 from ._checks import (
     FIX,
     NumericalWarning,
@@ -178,25 +178,31 @@ def default_batch_size(state_size: int, seeds: int) -> int:
 
 def _spectra_impl(cell, keys, h1, params, xs, input_scale, *, steps, method, h1_kind, per_seed_xs,
                   batch_size, curve, dense, unroll, svd):
+    """The compiled study. Its LAPACK calls never run two at a time (see ``_cell.init_many``):
+
+    * params are drawn seed by seed (``init_many``), so an init's decompositions are unbatched;
+    * the only LAPACK call inside the seed loop is the curve's per-step SVD, one after another;
+    * the dense matrices' singular values are taken after the loop, in one call.
+    """
     shared_xs = None if per_seed_xs else xs
+    S = keys.shape[0]
+    if params is None:
+        params = init_many(cell, jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys))
 
     def one(args):
         key, h1_i, params_i, xs_i = args
         params_i, h, xs_i = _draw(cell, key, steps, input_scale, h1_kind, h1_i, params_i,
                                   xs_i if per_seed_xs else shared_xs)
-        sv = None
-        if dense:
-            J = _jacobian(cell, params_i, h, xs_i, method=method, unroll=unroll)
-            sv = jnp.linalg.svd(J, compute_uv=False)
+        J = _jacobian(cell, params_i, h, xs_i, method=method, unroll=unroll) if dense else None
         logs = None
         if curve:
             logs = _log_norms(cell, params_i, h, xs_i, unroll, svd) / jnp.log(10.0).astype(h.dtype)
-        return logs, sv
+        return logs, J
 
-    S = keys.shape[0]
     if h1_kind != "per_seed":
         h1 = jnp.broadcast_to(h1, (S,) + jnp.shape(h1))
-    logs, sv = jax.lax.map(one, (keys, h1, params, xs if per_seed_xs else None), batch_size=batch_size)
+    logs, J = jax.lax.map(one, (keys, h1, params, xs if per_seed_xs else None), batch_size=batch_size)
+    sv = jnp.linalg.svd(J, compute_uv=False) if dense else None
     return Spectra(logs, sv)
 
 
@@ -244,7 +250,7 @@ def spectra(
       h1: None (``cell.initial_state``), a float (std of a Gaussian h_1), a (state_size,) array,
         or a (S, state_size) array.
       params: None (drawn with ``cell.init``) or a batch of params, every leaf with a leading
-        axis of size S (e.g. ``jax.vmap(cell.init)(keys)``, or a trained network's).
+        axis of size S (e.g. ``jax.lax.map(cell.init, keys)``, or a trained network's).
       xs: None (drawn), a (T-1, input_size) array shared by all seeds, or (S, T-1, input_size).
       method: how the dense ∂h_T/∂h_1 is computed: ``"jacfwd"``, ``"jacrev"``, ``"product"``.
       batch_size: seeds vmapped together inside a ``lax.map`` over chunks; default

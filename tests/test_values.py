@@ -170,3 +170,45 @@ def test_spectra_on_user_params_equals_per_seed_calls():
         rd.spectra(cell, jax.random.key(0), params=params, xs=xs, steps=5)
     with pytest.raises(ValueError, match="seeds"):
         rd.spectra(cell, jax.random.key(0), seeds=4, params=params, steps=5)
+
+
+# ---------------------------------------------------------------- the XLA:CPU LAPACK deadlock
+
+
+def _lapack_calls(cell, method):
+    import re
+
+    f = lambda k: getattr(rd.spectra(cell, k, seeds=8, steps=5), method)
+    txt = jax.jit(f).lower(jax.random.key(0)).as_text()
+    return re.findall(r"custom_call @(lapack_\w+)\(.*?num_batch_dims = \"(\d+)\"", txt)
+
+
+@pytest.mark.parametrize("module", ["GRUCell", "LSTMCell"])
+def test_spectra_never_batches_the_decompositions_of_an_init(module):
+    """Batched LAPACK calls that XLA runs at once deadlock its 2-thread pool (a flax init has
+    one orthogonal QR per gate under vmap). spectra draws params seed by seed instead."""
+    import flax.linen as nn
+
+    cell = rd.cells.from_flax(getattr(nn, module)(features=8), input_size=1)
+    calls = _lapack_calls(cell, "singular_values")
+    qr = [(name, b) for name, b in calls if "geqrf" in name or "orgqr" in name]
+    assert qr, calls  # the init's QRs are in the program ...
+    assert all(b == "0" for _, b in qr), qr  # ... unbatched
+
+
+def test_flax_cells_at_n128_finish(tmp_path):
+    """The reported hang, run in a subprocess with a timeout (it was intermittent)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ['OPENBLAS_NUM_THREADS'] = '1'\n"
+        "import jax, flax.linen as nn, rnn_dynamics as rd\n"
+        "for M in (nn.LSTMCell, nn.GRUCell, nn.OptimizedLSTMCell):\n"
+        "    cell = rd.cells.from_flax(M(features=128), input_size=1)\n"
+        "    out = rd.spectra(cell, jax.random.key(0), seeds=8, steps=20, input_scale=0.0, h1=1.0, dense=False)\n"
+        "    jax.block_until_ready(out)\n"
+        "print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
