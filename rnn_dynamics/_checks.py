@@ -118,8 +118,11 @@ _RANGE = {
 
 FIX = (
     "For the norm's growth use rd.jacobian_norms(..., log10=True), which rescales as it "
-    "multiplies and never overflows; for a dense matrix shorten the horizon or, in float32, "
-    "enable float64 (jax.config.update('jax_enable_x64', True))."
+    "multiplies and never overflows. For the singular values at any horizon use "
+    "rd.log_singular_values(cell, params, h1, xs) (exact logs) or "
+    "rd.top_singular_values(..., k=...).log_values (matrix-free, for large n); for growth "
+    "rates per step use rd.lyapunov_spectrum(...). For a dense matrix shorten the horizon or, "
+    "in float32, enable float64 (jax.config.update('jax_enable_x64', True))."
 )
 
 
