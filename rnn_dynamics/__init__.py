@@ -19,7 +19,7 @@ use, so ``import rnn_dynamics`` does not import matplotlib.
 import importlib as _importlib
 
 from . import cells, init, theory
-from . import maps, tasks, esn, bptt, remedies
+from . import maps, tasks, esn, bptt, remedies, study
 from ._cell import Cell
 from ._checks import NumericalWarning
 from ._compile import fast_cpu_options
@@ -52,7 +52,7 @@ __all__ = sorted(
         "Cell", "METHODS", "NumericalWarning", "Spectra", "bptt", "cells", "default_batch_size",
         "draw_seed", "esn", "fast_cpu_options", "final_state", "init", "jacobian",
         "jacobian_bound", "jacobian_norms", "maps", "remedies", "rollout", "singular_values", "spectra",
-        "spectral_norm", "step_jacobians", "sweep", "tasks", "theory",
+        "spectral_norm", "step_jacobians", "study", "sweep", "tasks", "theory",
     ]
     + list(_ly.__all__) + list(_fp.__all__) + list(_ba.__all__) + list(_la.__all__)
     + list(_tr.__all__)

@@ -33,7 +33,7 @@ __all__ = ["PLUGINS", "build_parser", "main", "format_table"]
 
 # Modules of this package that add sub-commands (each with register(subparsers)); absent ones
 # are skipped.
-PLUGINS = ("_cli_maps", "_cli_basins", "_cli_lyapunov", "_cli_train")
+PLUGINS = ("_cli_maps", "_cli_basins", "_cli_lyapunov", "_cli_train", "_cli_study")
 
 # Library argument names -> the flags that set them, so the library's own error messages
 # (which start with "name:") name the flag.

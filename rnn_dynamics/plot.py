@@ -71,36 +71,13 @@ def norm_curves(results, ax=None, *, quantiles=(0.1, 0.9)):
     return fig
 
 
-# The other plot modules, re-exported as rd.plot.<name> when present.
-try:
-    from ._plots_maps import *  # noqa: F401,F403
-    from . import _plots_maps as _m
+# The other plot modules, re-exported as rd.plot.<name> (each imports matplotlib lazily).
+from ._plots_maps import *  # noqa: E402,F401,F403
+from ._plots_dynamics import *  # noqa: E402,F401,F403
+from ._plots_lyapunov import *  # noqa: E402,F401,F403
+from ._plots_train import *  # noqa: E402,F401,F403
+from ._plots_study import *  # noqa: E402,F401,F403
+from . import _plots_dynamics, _plots_lyapunov, _plots_maps, _plots_study, _plots_train  # noqa: E402
 
-    __all__ += list(_m.__all__)
-except ModuleNotFoundError as e:
-    if e.name != f"{__package__}._plots_maps":
-        raise
-try:
-    from ._plots_dynamics import *  # noqa: F401,F403
-    from . import _plots_dynamics as _m
-
-    __all__ += list(_m.__all__)
-except ModuleNotFoundError as e:
-    if e.name != f"{__package__}._plots_dynamics":
-        raise
-try:
-    from ._plots_lyapunov import *  # noqa: F401,F403
-    from . import _plots_lyapunov as _m
-
-    __all__ += list(_m.__all__)
-except ModuleNotFoundError as e:
-    if e.name != f"{__package__}._plots_lyapunov":
-        raise
-try:
-    from ._plots_train import *  # noqa: F401,F403
-    from . import _plots_train as _m
-
-    __all__ += list(_m.__all__)
-except ModuleNotFoundError as e:
-    if e.name != f"{__package__}._plots_train":
-        raise
+__all__ += [n for m in (_plots_maps, _plots_dynamics, _plots_lyapunov, _plots_train, _plots_study)
+            for n in m.__all__]

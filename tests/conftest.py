@@ -28,13 +28,12 @@ def _stack():
     return rd.cells.stack([rd.cells.vanilla(M, N), rd.cells.vanilla(N, N + 1, "sigmoid")])
 
 
-# (id, factory) pairs.
+# (id, factory) pairs. One entry per distinct cell: "linear" is vanilla(..., "linear").
 CELL_FACTORIES = [
     ("linear", lambda: rd.cells.linear(M, N, gain=0.9)),
     ("vanilla-tanh", lambda: rd.cells.vanilla(M, N, "tanh", bias_scale=0.3)),
     ("vanilla-sigmoid", lambda: rd.cells.vanilla(M, N, "sigmoid", gain=4.0, bias_scale=0.3)),
     ("vanilla-relu", lambda: rd.cells.vanilla(M, N, "relu", bias_scale=0.3)),
-    ("vanilla-linear", lambda: rd.cells.vanilla(M, N, "linear", gain=0.9)),
     ("univariate", lambda: rd.cells.univariate(w=1.1)),
     ("irnn", lambda: rd.cells.irnn(M, N)),
     ("lstm", lambda: rd.cells.lstm(M, N)),
@@ -63,13 +62,9 @@ def x64_enabled():
     """Enable float64 inside the block, restoring the previous setting afterwards.
 
     This flips the *global* flag with ``jax.config.update`` rather than using the
-    ``jax.enable_x64`` context manager (which exists in this jax, at top level; there is no
-    ``jax.experimental.enable_x64`` any more): that context manager is thread-local, and
-    ``jax.pure_callback`` (used by ``rd.init.spectral_radius`` and so by ``rd.cells.esn``)
-    checks its result's dtype on a runtime thread, where the thread-local flag is not set
-    (see ``test_init.py::test_spectral_radius_under_enable_x64_context_manager``).
-    Tests must finish (``np.asarray`` / ``jax.block_until_ready``) every float64 result
-    inside the block: a callback run after the flag is restored fails the same way.
+    ``jax.enable_x64`` context manager, which is thread-local: work that jax runs on another
+    thread (a callback, an asynchronous dispatch finishing late) would not see it. Tests must
+    finish (``np.asarray`` / ``jax.block_until_ready``) every float64 result inside the block.
     """
     old = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)

@@ -1,6 +1,8 @@
-"""Jacobians against closed forms and against independent methods."""
+"""Jacobians against closed forms and against independent methods (finite differences, a
+jax.jacfwd of a plain Python loop, dense numpy products)."""
 from __future__ import annotations
 
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -11,23 +13,41 @@ from hypothesis import given, settings, strategies as st
 import rnn_dynamics as rd
 from conftest import ALL_CELLS
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 KEY = jax.random.key(0)
 
 
-def _setup(cell, T, key=KEY, h_scale=0.5, x_scale=1.0):
-    """params, a random h1 (away from ReLU kinks) and inputs for T-1 steps.
+def _setup(cell, T, key=KEY, h_scale=0.5, x_scale=1.0, min_entry=0.0):
+    """params, a random h1 and inputs for T-1 steps, from a draw where comparisons mean something.
 
-    A small ReLU net can switch off entirely (∂h_T/∂h_1 = 0, nothing to compare): such draws
-    are skipped by folding the key until the product of step Jacobians is non-zero.
+    A small ReLU net can switch off entirely or keep one unit alive, leaving a product of 0 or
+    1e-7; and a pre-activation next to ReLU's kink makes central differences straddle it. Such
+    draws are skipped by folding the key (deterministically: the same draw on every run) until
+    ∂h_T/∂h_1 has an entry above ``min_entry`` and, for the vanilla ReLU
+    cell, every pre-activation is at least 1e-4 from 0 (100 times the finite-difference step).
     """
     for i in range(20):
         p, h1, xs = rd.draw_seed(cell, jax.random.fold_in(key, i), T, input_scale=x_scale, h1=h_scale)
-        P = np.eye(cell.state_size)
-        for A in np.asarray(rd.step_jacobians(cell, p, h1, xs)):
-            P = A @ P
-        if np.abs(P).max() > 0:
+        with warnings.catch_warnings():  # an exactly zero product warns: that draw is skipped
+            warnings.simplefilter("ignore", rd.NumericalWarning)
+            J = np.asarray(rd.jacobian(cell, p, h1, xs))
+        if np.abs(J).max() > min_entry and _away_from_relu_kinks(cell, p, h1, xs):
             return p, h1, xs
     raise AssertionError("no non-degenerate draw")
+
+
+def _away_from_relu_kinks(cell, p, h1, xs, margin=1e-4):
+    if cell.name != "vanilla-relu":
+        return True
+    W, U, b = (np.asarray(p[k], np.float64) for k in ("W", "U", "b"))
+    h = np.asarray(h1, np.float64)
+    for x in np.asarray(xs, np.float64):
+        a = W @ h + U @ x + b
+        if np.abs(a).min() < margin:
+            return False
+        h = np.maximum(a, 0.0)
+    return True
 
 
 def _np_phi_prime(activation, a):
@@ -54,9 +74,13 @@ def test_linear_matrix_cell_is_matrix_power(x64):
 
 @pytest.mark.parametrize("w, n_inputs, expected", [(1.1, 50, 117.39), (0.9, 50, 0.0051538), (1.1, 49, 106.72)])
 def test_univariate_lecture_figures(w, n_inputs, expected):
-    """Grosse's slides: 1.1^50 = 117.39 and 0.9^50 = 0.0051538 (50 factors, T = 51)."""
+    """Grosse's slides: 1.1^50 = 117.39 and 0.9^50 = 0.0051538 (50 factors, T = 51); 49
+    factors give 1.1^49 = 106.72. With linear φ the value does not depend on h_1 or the inputs."""
     cell = rd.cells.univariate(w=w)
-    J = rd.jacobian(cell, cell.init(None), jnp.zeros(1), jnp.ones((n_inputs, 1)))
+    rng = np.random.default_rng(n_inputs)
+    h1 = rng.normal(size=1).astype(np.float32)
+    xs = rng.normal(size=(n_inputs, 1)).astype(np.float32)
+    J = rd.jacobian(cell, cell.init(None), h1, xs)
     assert J.shape == (1, 1)
     np.testing.assert_allclose(float(J[0, 0]), expected, rtol=5e-5)
 
@@ -72,41 +96,44 @@ def test_orthogonal_linear_cell_keeps_every_singular_value_at_one():
 
 
 @pytest.mark.parametrize("name, make", ALL_CELLS)
-def test_methods_agree_with_each_other_and_finite_differences(name, make, x64):
+def test_methods_finite_differences_step_jacobians_and_norm_curve_agree(name, make, x64):
+    """On one draw per cell (float64):
+
+    * every method equals jax.jacfwd of a plain Python loop (no scan, no custom tangent
+      layout), which equals central finite differences;
+    * the product of rd.step_jacobians (computed in parallel over time) is that matrix;
+    * rd.jacobian_norms (svd=True) is the exact ‖·‖₂ of every prefix product; svd=False (power
+      iteration) never exceeds it.
+    """
     cell = make()
-    p, h1, xs = _setup(cell, 9)
+    p, h1, xs = _setup(cell, 9, min_entry=1e-3)
     J = {m: np.asarray(rd.jacobian(cell, p, h1, xs, method=m)) for m in rd.METHODS}
 
-    # Literal jax.jacfwd over a plain Python loop: no scan, no custom tangent layout.
     def final(h):
         for x in xs:
             h = cell.step(p, h, x)
         return h
 
-    J_ref = np.asarray(jax.jacfwd(final)(h1))
+    J_ref = np.asarray(jax.jit(jax.jacfwd(final))(h1))
+    final = jax.jit(final)
     eps = 1e-6
-    E = np.eye(cell.state_size)
-    fd = np.stack(
-        [(np.asarray(final(h1 + eps * e)) - np.asarray(final(h1 - eps * e))) / (2 * eps) for e in E],
-        axis=1,
-    )
+    fd = np.stack([(np.asarray(final(h1 + eps * e)) - np.asarray(final(h1 - eps * e))) / (2 * eps)
+                   for e in np.eye(cell.state_size)], axis=1)
+    assert np.abs(J_ref).max() > 1e-3  # the comparison is not between zeros
     for m in rd.METHODS:
         np.testing.assert_allclose(J[m], J_ref, rtol=1e-10, atol=1e-12, err_msg=m)
     np.testing.assert_allclose(J_ref, fd, rtol=1e-6, atol=1e-8)
-    assert np.abs(J_ref).max() > 1e-6  # the comparison is not between zeros
 
-
-@pytest.mark.parametrize("name, make", ALL_CELLS)
-def test_scan_rollout_equals_python_loop(name, make):
-    cell = make()
-    p, h1, xs = _setup(cell, 12)
-    hs = rd.rollout(cell, p, h1, xs)
-    h, expected = h1, []
-    for x in xs:
-        h = cell.step(p, h, x)
-        expected.append(h)
-    np.testing.assert_allclose(hs, np.stack(expected), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(rd.final_state(cell, p, h1, xs), expected[-1], rtol=1e-6, atol=1e-6)
+    Js = np.asarray(rd.step_jacobians(cell, p, h1, xs))
+    assert Js.shape == (8, cell.state_size, cell.state_size)
+    P, expected = np.eye(cell.state_size), []
+    for A in Js:  # later factors on the left
+        P = A @ P
+        expected.append(np.linalg.norm(P, 2))
+    np.testing.assert_allclose(P, J_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rd.jacobian_norms(cell, p, h1, xs), expected, rtol=1e-10)
+    power = np.asarray(rd.jacobian_norms(cell, p, h1, xs, svd=False))
+    assert np.all(power <= np.array(expected) * (1 + 1e-12)), "svd=False must be a lower bound"
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "linear"])
@@ -122,32 +149,20 @@ def test_vanilla_step_jacobian_is_diag_phi_prime_times_W(activation, x64):
         h = np.asarray(cell.step(p, jnp.asarray(h), jnp.asarray(x)))
 
 
-@pytest.mark.parametrize("name, make", ALL_CELLS)
-def test_product_of_step_jacobians_is_the_jacobian(name, make, x64):
-    cell = make()
-    p, h1, xs = _setup(cell, 10)
-    Js = np.asarray(rd.step_jacobians(cell, p, h1, xs))
-    P = np.eye(cell.state_size)
-    for A in Js:  # later factors on the left
-        P = A @ P
-    np.testing.assert_allclose(rd.jacobian(cell, p, h1, xs), P, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("name, make", ALL_CELLS)
-@pytest.mark.parametrize("svd", [False, True])
-def test_jacobian_norms_match_svd_of_every_prefix_product(name, make, svd, x64):
-    cell = make()
-    p, h1, xs = _setup(cell, 25)
-    Js = np.asarray(rd.step_jacobians(cell, p, h1, xs))
-    P, expected = np.eye(cell.state_size), []
-    for A in Js:
-        P = A @ P
-        expected.append(np.linalg.norm(P, 2))
-    got = rd.jacobian_norms(cell, p, h1, xs, svd=svd)
-    np.testing.assert_allclose(got, expected, rtol=1e-8)
-    np.testing.assert_allclose(
-        rd.jacobian_norms(cell, p, h1, xs, log10=True, svd=svd), np.log10(expected), atol=1e-8
-    )
+def test_power_iteration_norms_are_accurate_when_the_top_singular_value_is_separated(x64):
+    """svd=False on W = Q diag(1.2, 0.6, 0.5, 0.3, 0.2, 0.1) Rᵀ: three warm-started iterations
+    per step; measured relative error 5e-5 at lag 1, 6e-8 at lag 2, below 5e-15 from lag 4 on."""
+    n = 6
+    rng = np.random.default_rng(0)
+    Q, R = (np.linalg.qr(rng.standard_normal((n, n)))[0] for _ in range(2))
+    W = Q @ np.diag([1.2, 0.6, 0.5, 0.3, 0.2, 0.1]) @ R.T
+    cell = rd.cells.linear(2, n)
+    p = {"W": jnp.asarray(W), "U": jnp.ones((n, 2)), "b": jnp.zeros(n)}
+    got = np.asarray(rd.jacobian_norms(cell, p, jnp.zeros(n), jnp.ones((30, 2)), svd=False))
+    want = np.array([np.linalg.norm(np.linalg.matrix_power(W, k), 2) for k in range(1, 31)])
+    assert np.all(got <= want * (1 + 1e-12))
+    np.testing.assert_allclose(got[:3], want[:3], rtol=1e-3)
+    np.testing.assert_allclose(got[3:], want[3:], rtol=1e-12)
 
 
 def _np_log10_norm(W, U, b, h, xs):
@@ -183,7 +198,7 @@ def test_long_horizon_float32_norms_stay_finite_where_dense_underflows():
 _BOUND_CELLS = {a: rd.cells.vanilla(2, 5, a, gain=1.0, bias_scale=0.5) for a in rd.cells.ACTIVATIONS}
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     activation=st.sampled_from(sorted(rd.cells.ACTIVATIONS)),
     gain=st.floats(0.05, 3.0),
@@ -209,35 +224,13 @@ def test_bound_is_attained_by_the_linear_cell_with_orthogonal_W():
     np.testing.assert_allclose(rd.jacobian_bound(cell, p, lags), 1.05**lags, rtol=1e-4)
 
 
-def test_bound_values_from_numpy():
-    cell = rd.cells.vanilla(2, 6, "sigmoid", gain=1.5)
-    p = cell.init(KEY)
-    np.testing.assert_allclose(rd.jacobian_bound(cell, p, 3),
-                               (np.linalg.norm(np.asarray(p["W"]), 2) * 0.25) ** 3, rtol=1e-5)
-    e = rd.cells.esn(2, 6, spectral_radius=0.8, leak_rate=0.3)
-    pe = e.init(KEY)
-    np.testing.assert_allclose(rd.jacobian_bound(e, pe, 1),
-                               0.7 + 0.3 * np.linalg.norm(np.asarray(pe["W"]), 2), rtol=1e-5)
+# ---------------------------------------------------------------- spectral_norm, singular_values
 
 
-# ---------------------------------------------------------------- spectral helpers
-
-
-def test_spectral_helpers_on_batches_match_numpy():
+def test_spectral_norm_and_singular_values_on_batches_match_numpy():
     A = np.asarray(jax.random.normal(KEY, (3, 2, 5, 4)))
     np.testing.assert_allclose(rd.singular_values(A), np.linalg.svd(A, compute_uv=False), rtol=1e-5)
     np.testing.assert_allclose(rd.spectral_norm(A), np.linalg.norm(A, 2, axis=(-2, -1)), rtol=1e-5)
     assert float(rd.spectral_norm(2.0 * jnp.eye(3))) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="J: expected an array of matrices"):
         rd.spectral_norm(jnp.ones(3))
-
-
-def test_jacobian_under_user_jit_and_vmap_over_seeds():
-    cell = rd.cells.vanilla(2, 4)
-    keys = jax.random.split(KEY, 5)
-    p, h1, xs = jax.vmap(lambda k: rd.draw_seed(cell, k, 12, h1=0.5))(keys)
-    f = jax.jit(jax.vmap(lambda p, h, x: rd.spectral_norm(rd.jacobian(cell, p, h, x))))
-    batched = f(p, h1, xs)
-    for i in range(5):
-        pi = jax.tree_util.tree_map(lambda a: a[i], p)
-        np.testing.assert_allclose(batched[i], rd.spectral_norm(rd.jacobian(cell, pi, h1[i], xs[i])), rtol=1e-5)
