@@ -48,7 +48,7 @@ from ._checks import (
     is_traced,
 )
 from ._compile import cell_jit
-from ._jacobian import METHODS, _jacobian, _log_norms
+from ._jacobian import METHODS, _jacobian, _log_norms, resolve_method
 
 __all__ = ["Spectra", "draw_seed", "spectra", "default_batch_size"]
 
@@ -231,7 +231,7 @@ def spectra(
     h1=None,
     params=None,
     xs=None,
-    method: str = "jacfwd",
+    method: str = "auto",
     batch_size: int | None = None,
     curve: bool = True,
     dense: bool = True,
@@ -252,7 +252,8 @@ def spectra(
       params: None (drawn with ``cell.init``) or a batch of params, every leaf with a leading
         axis of size S (e.g. ``jax.lax.map(cell.init, keys)``, or a trained network's).
       xs: None (drawn), a (T-1, input_size) array shared by all seeds, or (S, T-1, input_size).
-      method: how the dense ∂h_T/∂h_1 is computed: ``"jacfwd"``, ``"jacrev"``, ``"product"``.
+      method: how the dense ∂h_T/∂h_1 is computed: ``"auto"`` (jacrev up to n = 64, else
+        jacfwd), ``"jacfwd"``, ``"jacrev"``, ``"product"``.
       batch_size: seeds vmapped together inside a ``lax.map`` over chunks; default
         :func:`default_batch_size`. 1 is a compiled loop, S a full vmap.
       curve: compute log10 ‖∂h_t/∂h_1‖₂ for every t (the rescaled scan; never overflows).
@@ -303,7 +304,7 @@ def spectra(
             raise ValueError(f"{name}: its leading (seed) axis has size {size}, but seeds = {seeds}.")
     steps = _check_steps(100 if steps is None else steps)
     input_scale = check_nonnegative("input_scale", input_scale)
-    check_choice("method", method, METHODS)
+    method = resolve_method(method, cell.state_size)
     batch_size = default_batch_size(cell.state_size, seeds) if batch_size is None else batch_size
     batch_size = min(check_positive_int("batch_size", batch_size), seeds)
     unroll = check_positive_int("unroll", unroll)

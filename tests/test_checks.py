@@ -100,7 +100,7 @@ def test_non_cell_raises_type_error(counted):
 
 def test_unknown_method_lists_the_valid_ones(counted):
     cell, params, h1, xs, count = counted
-    with pytest.raises(ValueError, match=r"method: expected one of 'jacfwd', 'jacrev', 'product'; got 'svd'"):
+    with pytest.raises(ValueError, match=r"method: expected one of 'jacfwd', 'jacrev', 'product', 'auto'; got 'svd'"):
         rd.jacobian(cell, params, h1, xs, method="svd")
     assert count[0] == 0
     assert rd.METHODS == ("jacfwd", "jacrev", "product")
