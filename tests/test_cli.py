@@ -176,7 +176,7 @@ def test_h1_flag_gives_an_autonomous_study_from_a_random_state(tmp_path):
 
 
 def test_univariate_cell_matches_the_closed_form_in_float64(tmp_path):
-    # h' = w h + x: ∂h_T/∂h_1 = w^(T-1) whatever the inputs; 1.1^50 = 117.39 (reference.md).
+    # h' = w h + x: ∂h_T/∂h_1 = w^(T-1) whatever the inputs; 1.1^50 = 117.39 (Grosse, Lecture 16).
     # To 1e-12: float64 (float32 would be off by about 1e-7).
     old = jax.config.jax_enable_x64
     try:

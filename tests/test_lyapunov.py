@@ -1,6 +1,6 @@
 """Lyapunov spectra, log-singular values and matrix-free top singular values.
 
-Checked against closed forms (../shared/reference.md): ln|eig W| for linear cells, Newman's
+Checked against closed forms from the literature: ln|eig W| for linear cells, Newman's
 exponents for products of Gaussian matrices, ln ρ(W) for contracting tanh networks, the
 mean-field ½ ln χ₁ for chaotic ones; against the dense Jacobian's SVD (numpy) where it is
 representable; against central finite differences for gradients.

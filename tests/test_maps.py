@@ -1,6 +1,6 @@
 """Tests of rd.maps (iterated maps), their plots and the ``maps`` command.
 
-Expected values are closed forms (../shared/reference.md and the formulas cited in each test),
+Expected values are closed forms (the formulas cited in each test),
 hand-computed orbits, plain numpy loops, or finite differences; never the code under test.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Closed forms in rd.theory: mean field, Newman's Gaussian products, linear cells.
 
-Each is checked against numbers from ../shared/reference.md, an exact special case, or an
+Each is checked against published values (cited in each test), an exact special case, or an
 independent numpy implementation (scipy's adaptive quadrature for the mean field).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import rnn_dynamics as rd
 
 
 def test_gaussian_product_lyapunov_reference_values():
-    """Newman (1986) values quoted in reference.md (σ = 1)."""
+    """Newman (1986, Commun. Math. Phys. 103) exponents for σ = 1."""
     np.testing.assert_allclose(rd.theory.gaussian_product_lyapunov(2), [-0.2886, -0.9818], atol=1e-4)
     e10 = np.asarray(rd.theory.gaussian_product_lyapunov(10))
     np.testing.assert_allclose(e10[[0, 1, 2, -1]], [-0.0517, -0.1103, -0.1767, -1.7865], atol=1e-4)
