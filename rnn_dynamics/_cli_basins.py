@@ -28,7 +28,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--cell", choices=("example", "vanilla"), default="example",
                    help="'example' (built-in two-unit network, default) or a random vanilla RNN")
-    p.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "linear"), default="tanh",
+    from .cells import ACTIVATIONS
+
+    p.add_argument("--activation", choices=tuple(ACTIVATIONS), default="tanh",
                    help="vanilla activation (default tanh)")
     p.add_argument("--hidden", type=int, default=2, help="vanilla hidden size n >= 2 (default 2)")
     p.add_argument("--gain", type=float, default=2.0,

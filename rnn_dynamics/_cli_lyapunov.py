@@ -7,24 +7,17 @@ A thin argparse layer over :func:`rnn_dynamics.lyapunov_spectrum`,
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from . import cells, store
+
 __all__ = ["register", "run", "format_table"]
 
-CELLS = ("vanilla", "linear", "lstm", "gru")
-GAIN_MEANING = {
-    "vanilla": "W_ij ~ N(0, g²/n)",
-    "linear": "W_ij ~ N(0, g²/n)",
-    "lstm": "weights ~ N(0, g²/fan_in)",
-    "gru": "weights ~ N(0, g²/fan_in)",
-}
+CELLS = ("vanilla", "linear", "lstm", "gru")  # the kinds of rd.cells.from_gain offered here
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -40,11 +33,11 @@ def register(subparsers) -> argparse.ArgumentParser:
             "(seed median and 10%/90% quantiles) and the mean-field λ_max = ½ ln χ₁ for vanilla "
             "cells; writes results.json, spectrum.png and lambda_vs_gain.png into --out. All "
             "gains run in one compiled function. Gain: "
-            + "; ".join(f"{k}: {v}" for k, v in GAIN_MEANING.items()) + "."
+            + "; ".join(f"{k}: {cells.GAIN_MEANING[k]}" for k in CELLS) + "."
         ),
     )
     s.add_argument("--cell", choices=CELLS, default="vanilla")
-    s.add_argument("--activation", choices=("tanh", "sigmoid", "relu", "linear"), default="tanh",
+    s.add_argument("--activation", choices=tuple(cells.ACTIVATIONS), default="tanh",
                    help="for vanilla cells (default tanh)")
     s.add_argument("--hidden", type=int, default=128, help="hidden size n (default 128)")
     s.add_argument("--inputs", type=int, default=1, help="input size m (default 1)")
@@ -66,14 +59,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     return s
 
 
-def _make_cell(cells, args, gain):
-    if args.cell == "vanilla":
-        return cells.vanilla(args.inputs, args.hidden, args.activation, gain, bias=False)
-    if args.cell == "linear":
-        return cells.linear(args.inputs, args.hidden, gain, bias=False)
-    if args.cell == "lstm":
-        return cells.lstm(args.inputs, args.hidden, gain=gain)
-    return cells.gru(args.inputs, args.hidden, gain=gain)
+def _make_cell(args, gain):
+    return cells.from_gain(args.cell, args.inputs, args.hidden, gain, args.activation)
 
 
 def _validate(args):
@@ -97,14 +84,14 @@ def compute(args):
 
     import rnn_dynamics as rd
 
-    probe = _make_cell(rd.cells, args, 1.0)
+    probe = _make_cell(args, 1.0)
     n, m = probe.state_size, probe.input_size
     k = n if args.k is None else args.k
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     T, scale = args.steps, float(args.input_scale)
 
     def one(gain, key):
-        cell = _make_cell(rd.cells, args, gain)
+        cell = _make_cell(args, gain)
         kp, kh, kx = jax.random.split(key, 3)
         params = cell.init(kp)
         h1 = jax.random.normal(kh, (n,), jnp.result_type(float))
@@ -122,31 +109,6 @@ def compute(args):
     t0 = time.perf_counter()
     E = np.asarray(study(gains))
     return E, time.perf_counter() - t0
-
-
-def _nan_to_none(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
-    return x
-
-
-def write_json(path: Path, data) -> Path:
-    """Valid JSON (NaN and ±inf as null), written atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_nan_to_none(data), f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _q(x):
@@ -194,9 +156,8 @@ def run(args) -> int:
         print(f"rnn-dynamics lyapunov: error: {e}")
         return 2
     import rnn_dynamics as rd
-    from rnn_dynamics import store
 
-    n = _make_cell(rd.cells, args, 1.0).state_size
+    n = _make_cell(args, 1.0).state_size
     if args.k is not None and not 1 <= args.k <= n:
         print(f"rnn-dynamics lyapunov: error: --k: expected 1..{n} (the state size), got {args.k}.")
         return 2
@@ -232,7 +193,7 @@ def run(args) -> int:
         "runs": runs,
     }
     out = Path(args.out)
-    write_json(out / "results.json", results)
+    store.save_json(out / "results.json", results)
     print(format_table(results))
     if k < n:
         print(f"(D_KY needs the whole spectrum: pass --k {n} or leave --k out.)")

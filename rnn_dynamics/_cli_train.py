@@ -9,7 +9,6 @@ status 130; rerunning the same command resumes.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
@@ -122,13 +121,6 @@ def _remedies():
     return remedies
 
 
-def _write_jsonl(path, records):
-    """One JSON object per line, written to a temporary file and renamed (atomic)."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
-
-
 def run_train(args) -> int:
     """Run ``rnn-dynamics train`` from parsed arguments; returns the exit status."""
     import jax
@@ -175,7 +167,7 @@ def run_train(args) -> int:
         return 130
     except (ValueError, TypeError) as e:
         raise SystemExit(f"rnn-dynamics train: {e}") from None
-    _write_jsonl(out / "log.jsonl", res.records())
+    store.save_jsonl(out / "log.jsonl", res.records())
     final = res.logs["probe_loss"][:, -1]
     summary = dict(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                            if k != "func"},

@@ -41,14 +41,13 @@ from ._checks import (
     FIX,
     NumericalWarning,
     as_state,
-    check_choice,
     check_nonnegative,
     check_positive_int,
     float_dtype,
     is_traced,
 )
 from ._compile import cell_jit
-from ._jacobian import METHODS, _jacobian, _log_norms, resolve_method
+from ._jacobian import _jacobian, _log_norms, resolve_method
 
 __all__ = ["Spectra", "draw_seed", "spectra", "default_batch_size"]
 

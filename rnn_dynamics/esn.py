@@ -81,7 +81,7 @@ def fit_readout(states, targets, ridge: float = 1e-6, *, bias: bool = True) -> R
     targets = _as_float("targets", targets)
     ridge = check_nonnegative("ridge", ridge)
     if states.ndim < 1:
-        raise ValueError(f"states: expected shape (..., n), got a scalar.")
+        raise ValueError("states: expected shape (..., n), got a scalar.")
     lead = states.shape[:-1]
     if targets.shape[: len(lead)] != lead or targets.ndim not in (len(lead), len(lead) + 1):
         raise ValueError(

@@ -164,6 +164,19 @@ def _check_param(name, value):
     return float(value)
 
 
+def _root_search_args(f, interval, grid, neutral_tol):
+    """Checked ``(map, a, b, grid, neutral_tol)`` for the fixed-point and cycle searches, with
+    the interval's ends in the map's dtype."""
+    f = _as_map(f)
+    a, b = _check_interval(interval)
+    grid = _check_grid(grid)
+    neutral_tol = _check_tol("neutral_tol", neutral_tol)
+    probe = _as_x0(f, jnp.asarray(0.5 * (a + b), float_dtype()), "interval", scalar=True)
+    neutral_tol = _default_neutral_tol(probe.dtype, neutral_tol)
+    a, b = (jnp.asarray(v, probe.dtype) for v in (a, b))
+    return f, a, b, grid, neutral_tol
+
+
 def _as_map(f, name: str = "f"):
     if isinstance(f, Map):
         return f
@@ -638,13 +651,7 @@ def fixed_points(f, interval, *, grid: int = 2001, neutral_tol: float | None = N
         >>> fp.location, fp.derivative, fp.kind       # float32
         ([0.18377, 0.81623], [0.36754, 1.63246], ('sink', 'source'))
     """
-    f = _as_map(f)
-    a, b = _check_interval(interval)
-    grid = _check_grid(grid)
-    neutral_tol = _check_tol("neutral_tol", neutral_tol)
-    probe = _as_x0(f, jnp.asarray(0.5 * (a + b), float_dtype()), "interval", scalar=True)
-    neutral_tol = _default_neutral_tol(probe.dtype, neutral_tol)
-    a, b = (jnp.asarray(v, probe.dtype) for v in (a, b))
+    f, a, b, grid, neutral_tol = _root_search_args(f, interval, grid, neutral_tol)
     loc, d, code, k = _fixed_points(f, a, b, neutral_tol, grid)
     if is_traced((loc, k)):
         return FixedPoints(loc, d, code)
@@ -730,19 +737,13 @@ def periodic_orbits(f, period: int, interval, *, grid: int = 2001,
         >>> rd.maps.periodic_orbits(rd.maps.logistic(3.5), 2, (0.0, 1.0)).kind
         ('source',)                    # the 2-cycle born at r = 3 lost its stability at r = 3.449
     """
-    f = _as_map(f)
     if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
         raise ValueError(
             f"period: expected a positive int (1 for fixed points, 2 for 2-cycles, ...), got "
             f"{period!r}."
         )
     period = int(period)
-    a, b = _check_interval(interval)
-    grid = _check_grid(grid)
-    neutral_tol = _check_tol("neutral_tol", neutral_tol)
-    probe = _as_x0(f, jnp.asarray(0.5 * (a + b), float_dtype()), "interval", scalar=True)
-    neutral_tol = _default_neutral_tol(probe.dtype, neutral_tol)
-    a, b = (jnp.asarray(v, probe.dtype) for v in (a, b))
+    f, a, b, grid, neutral_tol = _root_search_args(f, interval, grid, neutral_tol)
     pts, mult, code, k = _periodic_orbits(f, a, b, neutral_tol, period, grid)
     if is_traced((pts, k)):
         return PeriodicOrbits(pts, mult, code)

@@ -44,7 +44,7 @@ import numpy as np
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "RUN_FIELDS", "new_results", "validate", "load_results",
-    "save_results", "save_json", "load_json", "append_jsonl", "read_jsonl", "to_json",
+    "save_results", "save_json", "load_json", "append_jsonl", "save_jsonl", "read_jsonl", "to_json",
     "environment",
 ]
 
@@ -139,6 +139,15 @@ def append_jsonl(path, record: dict) -> Path:
         f.write(line + "\n")
         f.flush()
     return path
+
+
+def save_jsonl(path, records) -> Path:
+    """Write ``records`` as a whole JSON-lines file, atomically (strict JSON, NaN/±inf -> null).
+
+    Example: ``store.save_jsonl("out/log.jsonl", [{"step": 0, "loss": 0.2}])``.
+    """
+    lines = (json.dumps(to_json(r), allow_nan=False, separators=(",", ":")) + "\n" for r in records)
+    return _write_atomic(Path(path), "".join(lines))
 
 
 def read_jsonl(path) -> list:

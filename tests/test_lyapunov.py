@@ -374,11 +374,6 @@ def test_cli_lyapunov_tiny(tmp_path, capsys):
     assert bad.func(bad) == 2
 
 
-def test_write_json_turns_nan_into_null(tmp_path):
-    path = _cli_lyapunov.write_json(tmp_path / "r.json", {"a": [1.0, float("nan"), float("inf")]})
-    assert json.loads(path.read_text()) == {"a": [1.0, None, None]}
-
-
 def test_plots_label_axes_and_draw_into_given_axes():
     import matplotlib
 

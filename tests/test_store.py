@@ -97,3 +97,11 @@ def test_jsonl_one_strict_line_per_record(tmp_path):
     with open(path, "a") as f:
         f.write('{"gain": 2.0, "val')  # a writer killed mid-line
     assert [r["gain"] for r in store.read_jsonl(path)] == [0.5, 1.0]
+
+
+def test_save_jsonl_writes_strict_json_lines_atomically(tmp_path):
+    path = store.save_jsonl(tmp_path / "log.jsonl", [{"a": 1.0}, {"a": float("nan"), "b": float("inf")}])
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1.0}, {"a": None, "b": None}]
+    store.save_jsonl(path, [{"a": 2}])  # a rewrite replaces the whole file
+    assert store.read_jsonl(path) == [{"a": 2}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]  # no temporary left
