@@ -13,8 +13,12 @@ Peers (JAX ones jitted and vmapped over seeds; torch ones vmapped or batched):
   rd.jacobian [user jit]         jax.jit(jax.vmap(spectral_norm ∘ rd.jacobian(method=m))), every m
   rd.jacobian [user jit + fast_cpu_options]  the same jit with compiler_options=rd.fast_cpu_options()
   rd.spectra [library path]      rd.spectra(cell, key, seeds, T, curve=False): largest singular value
+                                 (it also draws every seed's params, h_1 and inputs)
+  rd.spectra [..., given the networks]  the same with params=, h1=, xs= passed: the peers' work
   jax.jacfwd over lax.scan       plain jacfwd of a hand-written tanh scan
   flax nn.RNN(SimpleCell)+jacfwd  jax.jacfwd of flax's RNN with the same weights
+  ... [matrix only]              rd.jacobian (default method) and flax's jacfwd without the SVD:
+                                 the same work as a matmul chain, so their share is comparable
   torch.func.jacfwd              torch.func.vmap(torch.func.jacfwd(loop of tanh steps))
   torch.bmm product              the step Jacobians diag(1-h²) W multiplied by hand with torch.bmm
 Matmul chains (the reference): carry <- A_t carry over T-1 random (seeds, n, n) matrices with a
@@ -58,7 +62,11 @@ DEFAULT = "rd.jacobian default=auto [user jit]"
 # default method on the library's path and under a user's jit; speed-up over torch.func.jacfwd.
 SHARE_FLOORS = {32: 0.40, 128: 0.60, 256: 0.80}
 TORCH_FLOOR = 2.5
-LIBRARY_PEERS = ("rd.spectra [library path]", DEFAULT)
+GIVEN = "rd.spectra [library path, given the networks]"
+LIBRARY_PEERS = ("rd.spectra [library path]", GIVEN, DEFAULT)
+MATRIX_ONLY = "rd.jacobian default=auto [user jit, matrix only]"
+CAP_SHARE = 0.9  # where XLA's matmul chain is the cap: the Jacobian alone at >= 90 % of it
+JAX_PEERS = ("jax.jacfwd over lax.scan", "flax nn.RNN(SimpleCell) + jax.jacfwd")
 
 
 def make_problem(n, T, seeds, key=0):
@@ -91,7 +99,7 @@ def plain_jacfwd_fn(p, h1, xs):
     return jax.vmap(one)(p, h1, xs)
 
 
-def flax_fn(n):
+def flax_fn(n, norm=True):
     import flax.linen as nn
 
     rnn = nn.RNN(nn.SimpleCell(features=n), return_carry=True)
@@ -99,7 +107,8 @@ def flax_fn(n):
     def one(p, h1, xs):
         fp = {"params": {"cell": {"i": {"kernel": p["U"].T, "bias": p["b"]}, "h": {"kernel": p["W"].T}}}}
         final = lambda h: rnn.apply(fp, xs, initial_carry=h)[0]
-        return jnp.linalg.norm(jax.jacfwd(final)(h1), ord=2)
+        J = jax.jacfwd(final)(h1)
+        return jnp.linalg.norm(J, ord=2) if norm else J
 
     return jax.vmap(one)
 
@@ -218,8 +227,20 @@ def run_size(n, T, seeds, args, fast_opts):
     t_first = H.first_call(lambda: jax.block_until_ready(spectra()))
     jax_thunks["rd.spectra [library path]"] = lambda: jax.block_until_ready(spectra())
     outputs["rd.spectra [library path]"] = np.asarray(spectra())[:, 0]
+    # The same work as the peers (which are handed each seed's network): the drawn params,
+    # h_1 and inputs passed in, so only the Jacobians and their singular values are timed.
+    given = lambda: rd.spectra(cell, key, params=p, h1=h1, xs=xs, curve=False).singular_values
+    t_first_given = H.first_call(lambda: jax.block_until_ready(given()))
+    jax_thunks[GIVEN] = lambda: jax.block_until_ready(given())
+    outputs[GIVEN] = np.asarray(given())[:, 0]
     add_jax("jax.jacfwd over lax.scan", plain_jacfwd_fn)
     add_jax("flax nn.RNN(SimpleCell) + jax.jacfwd", flax_fn(n))
+    # The Jacobians alone (no SVD), to compare with the matmul chains, which take none either.
+    for name, f in ((MATRIX_ONLY, jax.vmap(lambda p, h, x: rd.jacobian(cell, p, h, x))),
+                    ("flax nn.RNN(SimpleCell) + jax.jacfwd [matrix only]", flax_fn(n, norm=False))):
+        compiled, t = H.compile_jit(f, p, h1, xs)
+        jax_thunks[name], compile_s[name] = H.blocked(compiled, p, h1, xs), t["total_s"]
+        outputs[name] = np.linalg.norm(np.asarray(compiled(p, h1, xs), np.float64), ord=2, axis=(1, 2))
 
     if on_cpu and torch is not None:
         tens = torch_tensors(p, h1, xs)
@@ -239,6 +260,8 @@ def run_size(n, T, seeds, args, fast_opts):
         time.sleep(0.5)
     if "rd.spectra [library path]" in times:
         compile_s["rd.spectra [library path]"] = t_first - times["rd.spectra [library path]"]["median_s"]
+    if GIVEN in times:
+        compile_s[GIVEN] = t_first_given - times[GIVEN]["median_s"]
 
     chains = [k for k in times if k.startswith("chain:")]
     best_chain = min(chains, key=lambda k: times[k]["median_s"])
@@ -270,6 +293,14 @@ def floors(results):
             if s["n"] in SHARE_FLOORS and peer in rows:
                 f = SHARE_FLOORS[s["n"]]
                 out.append((f"{peer} share, n={s['n']}", rows[peer]["share"], f"≥ {f}", rows[peer]["share"] >= f))
+        for peer in (GIVEN, DEFAULT):  # the same work as the JAX peers: at least as fast
+            for other in JAX_PEERS:
+                if peer in rows and other in rows:
+                    x = rows[other]["median_s"] / rows[peer]["median_s"]
+                    out.append((f"{peer} vs {other}, n={s['n']}", x, "≥ 1", x >= 1))
+        if MATRIX_ONLY in rows:
+            x = rows[MATRIX_ONLY]["share"]
+            out.append((f"{MATRIX_ONLY} share of the best chain, n={s['n']}", x, f"≥ {CAP_SHARE}", x >= CAP_SHARE))
         if "torch.func.jacfwd" in rows:
             x = rows["torch.func.jacfwd"]["median_s"] / rows[DEFAULT]["median_s"]
             out.append((f"{DEFAULT} vs torch.func.jacfwd, n={s['n']}", x, f"≥ {TORCH_FLOOR}", x >= TORCH_FLOOR))
@@ -299,11 +330,15 @@ def report(results):
 
 
 def main(argv=None):
-    args = H.finish_args(H.parser(__doc__), argv)
+    ap = H.parser(__doc__)
+    ap.add_argument("--n", type=int, nargs="*", default=None, help="only these state sizes")
+    args = H.finish_args(ap, argv)
     meta = H.machine()
     print(H.header(meta), flush=True)
     fast_opts = rd.fast_cpu_options()
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    if args.n:
+        sizes = [s for s in sizes if s[0] in args.n]
     meta.update(args={k: v for k, v in vars(args).items()}, input_scale=INPUT_SCALE,
                 cell='rd.cells.vanilla(1, n, "tanh", gain=1.0)', fast_cpu_options=fast_opts,
                 torch_threads=torch.get_num_threads() if torch is not None else None,

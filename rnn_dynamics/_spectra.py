@@ -175,8 +175,8 @@ def default_batch_size(state_size: int, seeds: int) -> int:
     return max(1, min(seeds, max(4, 2**15 // (state_size * state_size))))
 
 
-def _spectra_impl(cell, keys, h1, params, xs, input_scale, *, steps, method, h1_kind, per_seed_xs,
-                  batch_size, curve, dense, unroll, svd):
+def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, method, h1_kind,
+                  per_seed_xs, batch_size, curve, dense, unroll, svd):
     """The compiled study. Its LAPACK calls never run two at a time (see ``_cell.init_many``):
 
     * params are drawn seed by seed (``init_many``), so an init's decompositions are unbatched;
@@ -184,7 +184,8 @@ def _spectra_impl(cell, keys, h1, params, xs, input_scale, *, steps, method, h1_
     * the dense matrices' singular values are taken after the loop, in one call.
     """
     shared_xs = None if per_seed_xs else xs
-    S = keys.shape[0]
+    S = seeds
+    keys = jax.random.split(key, S)
     if params is None:
         params = init_many(cell, jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys))
 
@@ -207,7 +208,7 @@ def _spectra_impl(cell, keys, h1, params, xs, input_scale, *, steps, method, h1_
 
 _spectra = cell_jit(
     _spectra_impl,
-    static_argnames=("steps", "method", "h1_kind", "per_seed_xs", "batch_size", "curve", "dense",
+    static_argnames=("seeds", "steps", "method", "h1_kind", "per_seed_xs", "batch_size", "curve", "dense",
                      "unroll", "svd"),
 )
 
@@ -310,13 +311,19 @@ def spectra(
     if not (curve or dense):
         raise ValueError("curve, dense: at least one must be True (nothing to compute).")
     kind = _h1_kind(cell, h1, seeds)
-    h1_arr = jnp.zeros((), float_dtype()) if kind == "default" else jnp.asarray(h1, float_dtype())
-    keys = jax.random.split(key, seeds)
-    out = _spectra(cell, keys, h1_arr, params, xs, input_scale, steps=steps, method=method,
+    dt = float_dtype()
+    if kind == "default":
+        h1_arr = np.zeros((), dt)
+    elif isinstance(h1, jax.Array) and h1.dtype == dt:
+        h1_arr = h1
+    else:
+        h1_arr = jnp.asarray(h1, dt)
+    out = _spectra(cell, key, h1_arr, params, xs, input_scale, seeds=seeds, steps=steps, method=method,
                    h1_kind=kind, per_seed_xs=per_seed_xs, batch_size=batch_size, curve=bool(curve),
                    dense=bool(dense), unroll=unroll, svd=bool(svd))
     if dense and not is_traced(out):
-        bad = ~np.asarray(out.dense_ok)
+        sv = np.asarray(out.singular_values)  # one transfer; the check itself runs in numpy
+        bad = ~(np.all(np.isfinite(sv), axis=-1) & (sv[:, 0] > 0))
         if bad.any():
             warnings.warn(
                 f"The dense ∂h_T/∂h_1 left the range of {out.singular_values.dtype} for "

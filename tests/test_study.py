@@ -49,7 +49,11 @@ def test_every_configuration_equals_spectra_and_lyapunov_by_hand(small):
         sp = rd.spectra(cell, jax.random.key(7), seeds=3, steps=9, input_scale=c["input_scale"])
         a = res["arrays"][c["id"]]
         np.testing.assert_allclose(a["log10_norms"], sp.log10_norms, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(a["singular_values"], sp.singular_values, rtol=1e-5, atol=1e-12)
+        # Singular values below float32's resolution of ∂h_T/∂h_1 (σ_i < ~1e-6·σ_1) are rounding
+        # noise of the product and differ between two compiled programs; the rest agree.
+        sv = np.asarray(sp.singular_values)
+        err = np.abs(a["singular_values"] - sv)
+        assert np.all(err <= 1e-5 * sv + 1e-6 * sv[:, :1]), (c, err / sv[:, :1])
         ex = []
         for i in range(3):
             p, h1, xs = rd.draw_seed(cell, keys[i], 9, input_scale=c["input_scale"])
