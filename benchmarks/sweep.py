@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Benchmark: ``rd.study.run`` (seeds sharded over devices, numbers in one compiled call).
 
-1. Seeds. One configuration (tanh, 8 inputs, T = 500, metrics "norms": the exact dense
-   ∂h_T/∂h_1 with its singular values and log10 ‖∂h_t/∂h_1‖₂ at every t) at
-   n ∈ {32, 128, 256} × seeds ∈ {8, 64, 512}, through ``rd.study.run`` (into a fresh folder
-   each call, so the store's I/O is included) against a Python loop of a jit-compiled one-seed
-   function doing the same work (``rd.draw_seed``, ``rd.jacobian_norms``, ``rd.jacobian``,
-   ``rd.singular_values``).
+1. Seeds. One configuration (tanh, 8 inputs, T = 500, metric "dense": the exact dense
+   ∂h_T/∂h_1 and its singular values) at n ∈ {32, 128, 256} × seeds ∈ {8, 64, 512}, through
+   ``rd.study.run`` (into a fresh folder each call, so the store's I/O is included) against a
+   Python loop of a jit-compiled one-seed function doing the same work (``rd.draw_seed``,
+   ``rd.jacobian``, ``rd.singular_values``). ``--metric norms`` adds the curve
+   log10 ‖∂h_t/∂h_1‖₂ (an SVD at every step, 20-30x the product's cost) on both sides.
 2. Numbers. A 20-gain study (n = 64, T = 300, 32 seeds) against a 1-gain study of the same
    shape: 20 configurations run as one compiled call.
 
@@ -41,13 +41,26 @@ def _study_thunk(cfg):
     return go
 
 
-def _loop_thunk(n, T, seeds, gain=1.0):
+def _compute_thunk(cfg):
+    """The study's compiled computation alone (its one group's call and the gather to host),
+    without the store: what batching the seeds buys or costs, apart from the writes."""
+    from rnn_dynamics import study as _st
+
+    s = _st.Study.from_dict(cfg)
+    mesh = _st._mesh()
+    key_data = _st._seed_keys(s, mesh)
+    ((shape, group, size),) = list(_st._groups(s, _st.configurations(s), 16))
+    rows = [[c["gain"], c["input_scale"]] for c in group] * size
+    return lambda: _st._gather(_st._run_group(s, shape, rows[:size], key_data, mesh))
+
+
+def _loop_thunk(n, T, seeds, gain=1.0, curve=False):
     cell = rd.cells.vanilla(8, n, "tanh", gain)
 
     @jax.jit
     def one(key):
         params, h1, xs = rd.draw_seed(cell, key, T)
-        logn = rd.jacobian_norms(cell, params, h1, xs, log10=True)
+        logn = rd.jacobian_norms(cell, params, h1, xs, log10=True) if curve else None
         sv = rd.singular_values(rd.jacobian(cell, params, h1, xs))
         return logn, sv
 
@@ -65,7 +78,11 @@ def _first(thunk):
 
 
 def main(argv=None):
-    args = H.finish_args(H.parser(__doc__), argv)
+    ap = H.parser(__doc__)
+    ap.add_argument("--metric", choices=("dense", "norms"), default="dense")
+    ap.add_argument("--n", type=int, nargs="*", default=None, help="only these state sizes")
+    ap.add_argument("--no-gains", action="store_true", help="skip the 20-gain section")
+    args = H.finish_args(ap, argv)
     # at T = 500 the dense product of a g = 1 tanh network underflows float32 for most seeds;
     # both sides compute it all the same, the warning would only repeat on every call
     warnings.filterwarnings("ignore", category=rd.NumericalWarning)
@@ -77,32 +94,45 @@ def main(argv=None):
     else:
         sizes, seed_counts, T = (32, 128, 256), (8, 64, 512), 500
         gn, gT, gS, G = 64, 300, 32, 20
+    if args.n:
+        sizes = tuple(n for n in sizes if n in args.n)
     rows, out = [], {"machine": meta, "quick": args.quick, "seeds": [], "gains": {}}
     for n in sizes:
         for S in seed_counts:
             cfg = dict(hidden=n, inputs=8, steps=T, gain=1.0, input_scale=1.0, seeds=S,
-                       metrics=["norms"])
-            study, loop = _study_thunk(cfg), _loop_thunk(n, T, S)
+                       metrics=[args.metric])
+            study, loop = _study_thunk(cfg), _loop_thunk(n, T, S, curve=args.metric == "norms")
+            compute = _compute_thunk(cfg)
             H.log(f"n = {n}, seeds = {S}: first calls")
-            first = {"study": _first(study), "loop": _first(loop)}
-            steady = H.measure({"study": study, "loop": loop}, args.repeats, args.budget,
-                               warmup=False)
+            first = {"study": _first(study), "loop": _first(loop), "compute": _first(compute)}
+            steady = H.measure({"study": study, "loop": loop, "compute": compute}, args.repeats,
+                               args.budget, warmup=False)
             work = S * (T - 1) * n**3
             rec = {"n": n, "seeds": S, "steps": T}
-            for k in ("study", "loop"):
+            for k in ("study", "loop", "compute"):
                 rec[k] = dict(first_s=first[k], compile_s=max(first[k] - steady[k]["median_s"], 0.0),
                               **steady[k], units_per_s=work / steady[k]["median_s"])
             rec["speedup"] = steady["loop"]["median_s"] / steady["study"]["median_s"]
+            rec["speedup_compute"] = steady["loop"]["median_s"] / steady["compute"]["median_s"]
             out["seeds"].append(rec)
             rows.append([n, S, f"{first['study']:.2f}", f"{steady['study']['median_s']:.3f}",
                          f"{first['loop']:.2f}", f"{steady['loop']['median_s']:.3f}",
-                         f"{rec['speedup']:.2f}", f"{rec['study']['units_per_s']:.3g}"])
-    print(f"\n1. one configuration, tanh, T = {T}, norms (dense ∂h_T/∂h_1 + curve); times in s")
+                         f"{steady['compute']['median_s']:.3f}", f"{rec['speedup']:.2f}",
+                         f"{rec['speedup_compute']:.2f}", f"{rec['study']['units_per_s']:.3g}"])
+    what = "dense ∂h_T/∂h_1 + curve" if args.metric == "norms" else "dense ∂h_T/∂h_1 and its singular values"
+    print(f"\n1. one configuration, tanh, T = {T}, {args.metric} ({what}); times in s")
     print(H.table(["n", "seeds", "study first", "study steady", "loop first", "loop steady",
-                   "loop/study", "study S·(T-1)·n³/s"], rows, left=()))
+                   "compute steady", "loop/study", "loop/compute", "study S·(T-1)·n³/s"], rows,
+                  left=()))
+    print("compute: the study's compiled group call alone (no store writes); floors: loop/study "
+          "and loop/compute >= 1 everywhere, >= 1.5 at n = 32")
 
+    if args.no_gains:
+        path = H.write_json("sweep", out, args.out, quick=args.quick)
+        print(f"wrote {path}")
+        return
     gains = [0.5 + 2.5 * i / max(G - 1, 1) for i in range(G)]
-    base = dict(hidden=gn, inputs=8, steps=gT, input_scale=1.0, seeds=gS, metrics=["norms"])
+    base = dict(hidden=gn, inputs=8, steps=gT, input_scale=1.0, seeds=gS, metrics=[args.metric])
     many, one = _study_thunk(dict(base, gain=gains)), _study_thunk(dict(base, gain=[1.0]))
     H.log(f"{G} gains vs 1 gain: first calls")
     first = {"many": _first(many), "one": _first(one)}

@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["study_norms", "study_phase", "study_singular_values", "study_lyapunov"]
 
-_KEYS = ("cell", "activation", "hidden", "inputs", "steps", "gain", "input_scale")
+_KEYS = ("cell", "activation", "init", "hidden", "inputs", "steps", "gain", "input_scale")
 
 
 def _axes(ax):
@@ -41,7 +41,7 @@ def _select(out, where, need):
     if not chosen:
         raise ValueError(f"where: no finished configuration matches {where!r}.")
     if need not in res["arrays"][chosen[0]["id"]]:
-        metric = "lyapunov" if need == "lyapunov" else "norms"
+        metric = {"lyapunov": "lyapunov", "singular_values": "norms' or 'dense"}.get(need, "norms")
         raise ValueError(f"out: this study did not compute {need!r}; add {metric!r} to its metrics.")
     return res, sorted(chosen, key=lambda c: c["gain"])
 

@@ -70,6 +70,7 @@ __all__ = [
     "Cell",
     "ACTIVATIONS",
     "GAIN_MEANING",
+    "INITS",
     "KINDS",
     "linear",
     "vanilla",
@@ -95,6 +96,8 @@ ACTIVATIONS: dict[str, tuple[Callable, float]] = {
 }
 
 # What the one number of :func:`from_gain` means for each kind of cell.
+INITS = ("default", "orthogonal", "identity")  # from_gain's recurrent initialisers
+
 GAIN_MEANING: dict[str, str] = {
     "vanilla": "W_ij ~ N(0, g²/n)",
     "linear": "W_ij ~ N(0, g²/n)",
@@ -621,20 +624,31 @@ def from_flax(module, input_size: int, *, dtype=None) -> Cell:
 # ---- one number, any kind --------------------------------------------------------------------
 
 
-def from_gain(kind: str, input_size: int, hidden_size: int, gain, activation: str = "tanh") -> Cell:
+def from_gain(kind: str, input_size: int, hidden_size: int, gain, activation: str = "tanh",
+              init: str = "default") -> Cell:
     """A cell of ``kind`` whose one free number is ``gain`` (its meaning: :data:`GAIN_MEANING`).
 
     ``gain`` may be traced, so ``jax.vmap(lambda g: f(from_gain("esn", 8, 64, g)))(gains)``
     sweeps it in one compiled computation. ``univariate`` ignores the sizes; ``activation``
-    applies to ``vanilla`` and ``univariate``.
+    applies to ``vanilla`` and ``univariate``. ``init`` (:data:`INITS`) picks the recurrent
+    initialiser of ``vanilla`` and ``linear`` cells: ``"default"`` (W_ij ~ N(0, g²/n)),
+    ``"orthogonal"`` (g times a random orthogonal matrix) or ``"identity"`` (g·I); the other
+    kinds take ``"default"`` only.
 
     Example: ``rd.cells.from_gain("esn", 8, 64, 0.95)`` is ``rd.cells.esn(8, 64, spectral_radius=0.95)``.
     """
     check_choice("kind", kind, KINDS)
-    if kind == "vanilla":
-        return vanilla(input_size, hidden_size, activation, gain)
-    if kind == "linear":
-        return linear(input_size, hidden_size, gain)
+    check_choice("init", init, INITS)
+    if init != "default" and kind not in ("vanilla", "linear"):
+        raise ValueError(f"init: {init!r} applies to vanilla and linear cells; a {kind} cell takes "
+                         f"'default' only.")
+    if kind in ("vanilla", "linear"):
+        rec = {"default": None, "orthogonal": _init.orthogonal, "identity": _init.identity}[init]
+        act = activation if kind == "vanilla" else "linear"
+        kw = {} if rec is None else {"recurrent_init": rec(gain)}
+        if kind == "linear":
+            return linear(input_size, hidden_size, gain, **kw)
+        return vanilla(input_size, hidden_size, act, gain, **kw)
     if kind == "irnn":
         return irnn(input_size, hidden_size, scale=gain)
     if kind == "lstm":

@@ -15,6 +15,10 @@ Metrics:
 
 * ``"norms"``: log10 ‖∂h_t/∂h_1‖₂ for t = 2..T (the rescaled scan, never overflows) and the
   singular values of the dense ∂h_T/∂h_1, via :func:`rnn_dynamics.spectra`.
+* ``"dense"``: only the singular values of the dense ∂h_T/∂h_1 (``spectra(..., curve=False)``).
+  The curve takes an exact SVD at every step, which costs 20-30× the Jacobian product itself
+  (n = 64-256 on a 2-core CPU); "dense" skips it, for large grids that need σ_i(∂h_T/∂h_1)
+  only (finite while the product stays within the float range; "norms" includes it).
 * ``"lyapunov"``: the ``k`` leading Lyapunov exponents (nats per step) of each seed's driven
   trajectory over the same T-1 steps, via :func:`rnn_dynamics.lyapunov_spectrum`.
 
@@ -39,8 +43,8 @@ Store (folder ``out``)::
     study.json        schema "rnn_dynamics.study", schema_version, the full config, its hash
     results.jsonl     one record per (configuration, seed): every scalar metric, the full
                       configuration, the seed index, library and jax versions, device kind/count
-    arrays/<id>.npz   per configuration: log10_norms (S, T-1), singular_values (S, n),
-                      lyapunov (S, k)
+    arrays/<id>.npz   per configuration: log10_norms (S, T-1) ("norms"), singular_values
+                      (S, n) ("norms", "dense"), lyapunov (S, k) ("lyapunov")
 
 Results are written group by group (arrays by temporary file and ``os.replace``, records in one
 flushed append). An interrupted study (Ctrl-C, ``kill -9``) loses at most the group in flight:
@@ -103,10 +107,11 @@ __all__ = [
 
 SCHEMA = "rnn_dynamics.study"
 SCHEMA_VERSION = 1
-METRICS = ("norms", "lyapunov")
-_SHAPE_KEYS = ("cell", "activation", "hidden", "inputs", "steps")
+METRICS = ("norms", "dense", "lyapunov")
+_SHAPE_KEYS = ("cell", "activation", "init", "hidden", "inputs", "steps")
 _NUMBER_KEYS = ("gain", "input_scale")
 _WITH_ACTIVATION = ("vanilla", "univariate")
+_WITH_INIT = ("vanilla", "linear")  # kinds whose recurrent initialiser a study may choose
 _AXIS = "seeds"
 
 
@@ -175,11 +180,19 @@ class Study:
       cell: kind(s) of cell, from ``rd.cells.KINDS`` (built with ``rd.cells.from_gain``).
       activation: for ``vanilla`` and ``univariate`` cells, from ``rd.cells.ACTIVATIONS``
         (ignored by the other kinds).
+      init: recurrent initialiser(s) of ``vanilla`` and ``linear`` cells, from
+        ``rd.cells.INITS``: ``"default"`` (Gaussian, W_ij ~ N(0, g²/n)), ``"orthogonal"``
+        (g times a random orthogonal matrix), ``"identity"`` (g·I); the other kinds always
+        use their own (``"default"``).
       hidden: hidden size(s) n. inputs: input size(s) m. steps: T (>= 2): T-1 step Jacobians.
       gain: the cell's one number (``rd.cells.GAIN_MEANING``), non-negative.
       input_scale: std of the Gaussian inputs x_t, non-negative.
       seeds: random networks per configuration. seed: the study's PRNG seed.
-      metrics: a subset of :data:`METRICS` (``"norms"``, ``"lyapunov"``).
+      h1: the initial state: 0 (default) is the cell's own (zeros for the vanilla cells, so an
+        autonomous network, input_scale = 0, stays at its fixed point 0); a positive number is
+        the standard deviation of a Gaussian h_1 per seed, drawn as ``rd.spectra(...,
+        h1=std)`` draws it (for autonomous and chaotic studies).
+      metrics: a subset of :data:`METRICS` (``"norms"``, ``"dense"``, ``"lyapunov"``).
       k: Lyapunov exponents per seed (with ``"lyapunov"``), at most the state size.
 
     Example::
@@ -190,6 +203,7 @@ class Study:
 
     cell: tuple = ("vanilla",)
     activation: tuple = ("tanh",)
+    init: tuple = ("default",)
     hidden: tuple = (64,)
     inputs: tuple = (8,)
     steps: tuple = (100,)
@@ -199,11 +213,17 @@ class Study:
     seed: int = 0
     metrics: tuple = ("norms",)
     k: int = 1
+    h1: float = 0.0
 
     def __post_init__(self):
         s = object.__setattr__
         s(self, "cell", _choices("cell", self.cell, _cells.KINDS))
         s(self, "activation", _choices("activation", self.activation, _cells.ACTIVATIONS))
+        s(self, "init", _choices("init", self.init, _cells.INITS))
+        if set(self.init) != {"default"} and not set(self.cell) & set(_WITH_INIT):
+            raise ValueError(f"init: {[i for i in self.init if i != 'default']} apply to "
+                             f"{' and '.join(_WITH_INIT)} cells only, and the study lists "
+                             f"{list(self.cell)}. Remove init or add one of those cells.")
         s(self, "hidden", _ints("hidden", self.hidden, 1))
         s(self, "inputs", _ints("inputs", self.inputs, 1))
         s(self, "steps", _ints("steps", self.steps, 2))
@@ -216,6 +236,9 @@ class Study:
                 raise TypeError(f"{name}: expected one int >= {least}, got a list {list(v)!r}.")
             s(self, name, _ints(name, v, least)[0])
         s(self, "metrics", _choices("metrics", self.metrics, METRICS))
+        if isinstance(self.h1, (list, tuple)):
+            raise TypeError(f"h1: expected one non-negative number, got a list {list(self.h1)!r}.")
+        s(self, "h1", _numbers("h1", self.h1)[0])
         if "lyapunov" in self.metrics:
             for shape in _shapes(self):
                 size = _probe(shape).state_size
@@ -243,9 +266,16 @@ class Study:
         return cls(**config)
 
     def to_dict(self) -> dict:
-        """The settings as a JSON-able dict (lists for tuples): what the store keeps and hashes."""
-        return {f.name: list(v) if isinstance(v, tuple) else v
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        """The settings as a JSON-able dict (lists for tuples): what the store keeps and hashes.
+        ``init`` and ``h1`` are left out at their defaults, so stores written before they
+        existed keep their hash."""
+        out = {f.name: list(v) if isinstance(v, tuple) else v
+               for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        if out["init"] == ["default"]:
+            del out["init"]
+        if out["h1"] == 0.0:
+            del out["h1"]
+        return out
 
     @property
     def hash(self) -> str:
@@ -295,12 +325,13 @@ def load_config(path) -> Study:
 
 def _shapes(study: Study) -> list[dict]:
     out, seen = [], set()
-    for cell, act, n, m, T in itertools.product(study.cell, study.activation, study.hidden,
-                                                study.inputs, study.steps):
+    for cell, act, init, n, m, T in itertools.product(study.cell, study.activation, study.init,
+                                                      study.hidden, study.inputs, study.steps):
         act = act if cell in _WITH_ACTIVATION else None
+        init = init if cell in _WITH_INIT else "default"
         if cell == "univariate":
             n = m = 1
-        key = (cell, act, n, m, T)
+        key = (cell, act, init, n, m, T)
         if key not in seen:
             seen.add(key)
             out.append(dict(zip(_SHAPE_KEYS, key)))
@@ -309,11 +340,12 @@ def _shapes(study: Study) -> list[dict]:
 
 def _probe(shape: dict):
     return _cells.from_gain(shape["cell"], shape["inputs"], shape["hidden"], 1.0,
-                            shape["activation"] or "tanh")
+                            shape["activation"] or "tanh", shape["init"])
 
 
 def _config_id(c: dict) -> str:
     act = f"-{c['activation']}" if c["activation"] else ""
+    act += f"-{c['init']}" if c.get("init", "default") != "default" else ""
     return (f"{c['cell']}{act}-m{c['inputs']}-n{c['hidden']}-T{c['steps']}"
             f"-g{c['gain']!r}-x{c['input_scale']!r}")
 
@@ -323,8 +355,9 @@ def configurations(study) -> list[dict]:
 
     Returns:
       A list of dicts with keys ``id`` (a file-name-safe label, e.g.
-      ``"vanilla-tanh-m8-n64-T100-g1.5-x1.0"``), ``cell``, ``activation`` (None for kinds without
-      one), ``hidden``, ``inputs``, ``steps``, ``gain``, ``input_scale``. A ``univariate`` cell
+      ``"vanilla-tanh-m8-n64-T100-g1.5-x1.0"``; a non-default init is added after the
+      activation, e.g. ``"vanilla-tanh-orthogonal-m8-..."``), ``cell``, ``activation`` (None for
+      kinds without one), ``init``, ``hidden``, ``inputs``, ``steps``, ``gain``, ``input_scale``. A ``univariate`` cell
       has hidden = inputs = 1.
 
     Example: ``[c["id"] for c in rd.study.configurations({"gain": [1, 2], "seeds": 4})]``.
@@ -342,8 +375,8 @@ def configurations(study) -> list[dict]:
 # The compiled group
 
 
-def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, steps, metrics, k,
-                batch_size, number_batch, mesh):
+def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, init, steps, metrics, k,
+                h1_scale, batch_size, number_batch, mesh):
     """Every metric for each row (gain, input_scale) of ``numbers`` (G, 2) and each seed key.
 
     ``key_data`` (S_pad, ...) is laid out over ``mesh``'s seed axis; each device computes its
@@ -356,16 +389,19 @@ def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, steps, m
 
         def per_number(row):
             gain, scale = row[0], row[1]
-            cell = _cells.from_gain(kind, inputs, hidden, gain, activation)
+            cell = _cells.from_gain(kind, inputs, hidden, gain, activation, init)
             k_params = jax.vmap(lambda kk: jax.random.split(kk, 3)[0])(keys)
             params = init_many(cell, k_params)  # seed by seed: never a batched LAPACK call
-            _, h1, xs = jax.vmap(lambda kk, p: _draw(cell, kk, steps, scale, "default", None, p))(
+            h1_kind = "scale" if h1_scale > 0 else "default"
+            _, h1, xs = jax.vmap(lambda kk, p: _draw(cell, kk, steps, scale, h1_kind, h1_scale, p))(
                 keys, params)
             out = {}
-            if "norms" in metrics:
+            if "norms" in metrics or "dense" in metrics:
                 sp = spectra(cell, keys[0], seeds=S, steps=steps, params=params, xs=xs,
-                             batch_size=batch_size)
-                out["log10_norms"] = sp.log10_norms
+                             h1=h1 if h1_scale > 0 else None, batch_size=batch_size,
+                             curve="norms" in metrics)
+                if "norms" in metrics:
+                    out["log10_norms"] = sp.log10_norms
                 out["singular_values"] = sp.singular_values
             if "lyapunov" in metrics:
                 out["lyapunov"] = jax.lax.map(
@@ -380,7 +416,7 @@ def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, steps, m
     return f(numbers, key_data)
 
 
-_STATIC = ("kind", "inputs", "hidden", "activation", "steps", "metrics", "k", "batch_size",
+_STATIC = ("kind", "inputs", "hidden", "activation", "init", "steps", "metrics", "k", "h1_scale", "batch_size",
            "number_batch", "mesh")
 
 
@@ -420,8 +456,9 @@ def _run_group(study: Study, shape: dict, numbers, key_data, mesh: Mesh, batch_s
             and bool(fast_cpu_options()))
     return _group_jit(fast)(
         numbers, key_data, kind=shape["cell"], inputs=shape["inputs"], hidden=shape["hidden"],
-        activation=shape["activation"] or "tanh", steps=shape["steps"],
-        metrics=tuple(m for m in METRICS if m in study.metrics), k=study.k, batch_size=batch,
+        activation=shape["activation"] or "tanh", init=shape["init"], steps=shape["steps"],
+        metrics=tuple(m for m in METRICS if m in study.metrics), k=study.k, h1_scale=study.h1,
+        batch_size=batch,
         number_batch=default_sweep_batch(len(numbers)), mesh=mesh)
 
 
@@ -517,14 +554,17 @@ def _recover(out: Path, study: Study) -> set:
 def _records(study: Study, config: dict, arrays: dict, env: dict) -> list[dict]:
     cfg = {k: v for k, v in config.items() if k != "id"}
     cfg.update(seeds=study.seeds, seed=study.seed, metrics=list(study.metrics), k=study.k)
+    if study.h1:
+        cfg["h1"] = study.h1
     out = []
     for i in range(study.seeds):
         r = {"config_id": config["id"], "seed_index": i, "study_hash": study.hash}
         if "log10_norms" in arrays:
             curve = arrays["log10_norms"][i]
-            sv = arrays["singular_values"][i]
             r["log10_norm"] = curve[-1]
             r["growth_rate"] = 10.0 ** (curve[-1] / curve.shape[0])
+        if "singular_values" in arrays:
+            sv = arrays["singular_values"][i]
             ok = bool(np.all(np.isfinite(sv)) and sv[0] > 0)
             r["dense_ok"] = ok
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -645,8 +685,10 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
             outputs = {name: v[:len(group)] for name, v in outputs.items()}
             if "singular_values" in outputs:
                 sv = outputs["singular_values"][:, :study.seeds]
-                curve = outputs["log10_norms"][:, :study.seeds, -1]
-                zero = curve == -np.inf  # the product is exactly zero, not out of range
+                if "log10_norms" in outputs:
+                    zero = outputs["log10_norms"][:, :study.seeds, -1] == -np.inf
+                else:  # without the curve an exact zero cannot be told from an underflow
+                    zero = np.zeros(sv.shape[:2], bool)
                 zero_dense += int(np.sum(zero))
                 bad_dense += int(np.sum(~(np.all(np.isfinite(sv), -1) & (sv[..., 0] > 0)) & ~zero))
             if "lyapunov" in outputs:
@@ -738,7 +780,13 @@ def summary(out) -> str:
     rows = []
     for c in res["configurations"]:
         a = res["arrays"][c["id"]]
-        norm = a["log10_norms"][:, -1] if "log10_norms" in a else []
+        if "log10_norms" in a:
+            norm = a["log10_norms"][:, -1]
+        elif "singular_values" in a:  # "dense" only: from σ_1 where the product stayed finite
+            with np.errstate(divide="ignore"):
+                norm = np.where(a["singular_values"][:, 0] > 0, np.log10(a["singular_values"][:, 0]), np.nan)
+        else:
+            norm = []
         lam = a["lyapunov"][:, 0] if "lyapunov" in a else []
         qn, ql = _q(norm), _q(lam)
         rows.append([c["id"], *(f"{v:.3f}" for v in (qn[1], qn[0], qn[2])),

@@ -95,11 +95,14 @@ def _tmp(name):
     ({"cell": "rnn"}, r"cell: expected one of 'vanilla'.*got 'rnn'"),
     ({"gain": [1.0, -0.5]}, r"gain: expected finite non-negative numbers, got -0.5"),
     ({"seeds": 0}, r"seeds: expected an int >= 1.*got 0"),
-    ({"metrics": ["norms", "entropy"]}, r"metrics: expected one of 'norms', 'lyapunov'; got 'entropy'"),
+    ({"metrics": ["norms", "entropy"]}, r"metrics: expected one of 'norms', 'dense', 'lyapunov'; got 'entropy'"),
     ({"gains": [1.0]}, r"config: unknown key\(s\) 'gains'; the known keys are cell, activation"),
     ({"hidden": 4, "metrics": "lyapunov", "k": 5}, r"k: expected at most the state size.*size 4"),
     ({"steps": 1}, r"steps: expected an int >= 2"),
     ({"gain": [1.0, 1.0]}, r"gain: the value 1.0 is listed twice"),
+    ({"cell": "gru", "init": "orthogonal"}, r"init: \['orthogonal'\] apply to vanilla and linear cells only"),
+    ({"h1": -1.0}, r"h1: expected finite non-negative numbers, got -1.0"),
+    ({"init": "xavier"}, r"init: expected one of 'default', 'orthogonal', 'identity'.*got 'xavier'"),
 ])
 def test_bad_config_is_refused_before_any_computation(config, match, tmp_path):
     with pytest.raises(ValueError, match=match):
@@ -156,6 +159,71 @@ def test_one_and_four_devices_give_the_same_numbers_with_split_shards(small, tmp
 
 def _lines(path):
     return Path(path).read_text().splitlines()
+
+
+def test_dense_metric_is_the_singular_values_of_spectra_without_the_curve(small, tmp_path):
+    cfg = dict(SMALL, cell="vanilla", input_scale=1.0, metrics=["dense"])
+    res = study.read(study.run(cfg, tmp_path / "dense", progress=False))
+    full = study.read(small)
+    for c in res["configurations"]:
+        a = res["arrays"][c["id"]]
+        assert set(a) == {"singular_values"}  # no curve was computed or stored
+        cell = rd.cells.from_gain("vanilla", 3, 4, c["gain"], "tanh")
+        sv = np.asarray(rd.spectra(cell, jax.random.key(7), seeds=3, steps=9, input_scale=1.0,
+                                   curve=False).singular_values)
+        err = np.abs(a["singular_values"] - sv)
+        assert np.all(err <= 1e-5 * sv + 1e-6 * sv[:, :1]), (c, err / sv[:, :1])
+        # the same numbers as the "norms" study's dense part, configuration by configuration
+        np.testing.assert_allclose(a["singular_values"], full["arrays"][c["id"]]["singular_values"],
+                                   rtol=1e-5, atol=1e-6 * float(sv[:, 0].min()))
+    recs = [r for r in res["records"]]
+    assert all("log10_norm" not in r and r["dense_ok"] for r in recs)
+    assert "nan" not in study.summary(res).split("\n")[3].split()[1]  # log10|J| from σ_1
+
+
+def test_initialiser_axis_meets_the_linear_cell_closed_form(tmp_path):
+    # W = g·Q (Q orthogonal) or g·I: every singular value of W^(T-1) is g^(T-1) exactly.
+    cfg = dict(cell="linear", init=["default", "orthogonal", "identity"], hidden=5, inputs=2,
+               steps=9, gain=[0.9, 1.1], seeds=3, metrics=["dense"])
+    res = study.read(study.run(cfg, tmp_path / "init", progress=False))
+    ids = [c["id"] for c in res["configurations"]]
+    assert ids[:2] == ["linear-m2-n5-T9-g0.9-x1.0", "linear-m2-n5-T9-g1.1-x1.0"]  # default: as before
+    assert ids[2] == "linear-orthogonal-m2-n5-T9-g0.9-x1.0" and len(set(ids)) == 6
+    for c in res["configurations"]:
+        sv = res["arrays"][c["id"]]["singular_values"]
+        if c["init"] == "default":  # a Gaussian W: singular values spread out
+            assert np.all(sv[:, 0] / sv[:, -1] > 1.5)
+        else:
+            np.testing.assert_allclose(sv, c["gain"] ** 8, rtol=2e-5)
+    # a study written without the init key resumes when init is given as its default
+    plain = dict(hidden=3, inputs=2, steps=5, seeds=2, metrics=["dense"])
+    study.run(plain, tmp_path / "plain", progress=False)
+    before = (tmp_path / "plain" / "results.jsonl").read_bytes()
+    study.run(dict(plain, init="default"), tmp_path / "plain", progress=False)
+    assert (tmp_path / "plain" / "results.jsonl").read_bytes() == before
+
+
+def test_autonomous_study_from_a_random_h1_equals_spectra_and_lyapunov_by_hand(tmp_path):
+    cfg = dict(hidden=4, inputs=2, steps=12, gain=[1.5, 3.0], input_scale=0.0, seeds=3, seed=5,
+               metrics=["norms", "lyapunov"], k=2, h1=0.5)
+    res = study.read(study.run(cfg, tmp_path / "h1", progress=False))
+    keys = jax.random.split(jax.random.key(5), 3)
+    for c in res["configurations"]:
+        cell = rd.cells.from_gain("vanilla", 2, 4, c["gain"], "tanh")
+        sp = rd.spectra(cell, jax.random.key(5), seeds=3, steps=12, input_scale=0.0, h1=0.5)
+        a = res["arrays"][c["id"]]
+        np.testing.assert_allclose(a["log10_norms"], sp.log10_norms, rtol=1e-5, atol=1e-5)
+        for i in range(3):
+            p, h1, xs = rd.draw_seed(cell, keys[i], 12, input_scale=0.0, h1=0.5)
+            assert float(np.abs(h1).max()) > 0  # not the cell's zero state
+            ex = rd.lyapunov_spectrum(cell, p, h1, xs, k=2).exponents
+            np.testing.assert_allclose(a["lyapunov"][i], ex, rtol=1e-4, atol=1e-5)
+    # from the zero state an autonomous tanh network without bias never leaves 0: the product is
+    # W^(T-1) and differs from the driven one above
+    zero = study.read(study.run(dict(cfg, h1=0.0), tmp_path / "zero", progress=False))
+    c = res["configurations"][1]
+    assert not np.allclose(zero["arrays"][c["id"]]["log10_norms"], res["arrays"][c["id"]]["log10_norms"])
+    assert res["records"][0]["config"]["h1"] == 0.5 and "h1" not in zero["records"][0]["config"]
 
 
 def test_killed_study_resumes_to_the_uninterrupted_store(tmp_path):
