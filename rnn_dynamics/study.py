@@ -36,7 +36,9 @@ padded to the group size), so every group of a shape shares one compilation. See
 sharded over all devices: the seed keys are laid out on a one-axis ``jax.sharding.Mesh`` (axis
 ``"seeds"``) and each device runs its slice (``jax.shard_map``); a seed count that does not
 divide the device count is padded and the padding dropped. One device or several give the same
-numbers up to float rounding (see :func:`run`'s ``batch_size``).
+numbers up to float rounding; with ``batch_size=1`` (one seed per chunk everywhere) the singular
+values and Lyapunov exponents are bit for bit the same on CPU (tested with 1 and 4 host devices;
+the curve's log10 differed by at most 2.4e-7 for vanilla cells).
 
 Store (folder ``out``)::
 

@@ -142,9 +142,19 @@ def test_one_and_four_devices_give_the_same_numbers_with_split_shards(small, tmp
             assert sorted(sh.index[1].start for sh in shards) == [0, 1, 2, 3]
             assert all(sh.data.shape[:2] == (2, 1) for sh in shards)
         study.run(cfg, {str(out4)!r}, progress=False)
+        study.run(cfg, {str(out4) + "-b1"!r}, progress=False, batch_size=1)
         print("ok")
     """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # One seed per chunk on both sides: the same per-seed program, so the singular values and
+    # exponents agree bit for bit (the vanilla curve's log10 differs by an ulp or two).
+    one_b1 = study.read(study.run(SMALL, tmp_path / "one-b1", progress=False, batch_size=1))
+    four_b1 = study.read(str(out4) + "-b1")
+    for c in one_b1["configurations"]:
+        a, b = one_b1["arrays"][c["id"]], four_b1["arrays"][c["id"]]
+        np.testing.assert_array_equal(b["singular_values"], a["singular_values"])
+        np.testing.assert_array_equal(b["lyapunov"], a["lyapunov"])
+        np.testing.assert_allclose(b["log10_norms"], a["log10_norms"], rtol=0, atol=5e-7)
     one, four = study.read(small), study.read(out4)
     assert [c["id"] for c in one["configurations"]] == [c["id"] for c in four["configurations"]]
     for c in one["configurations"]:
