@@ -10,8 +10,10 @@
 2. Numbers. A 20-gain study (n = 64, T = 300, 32 seeds) against a 1-gain study of the same
    shape: 20 configurations run as one compiled call.
 
-Each row gives the first call (compile + run) and the steady time (median), and the rate
-seeds·(T-1)·n³ per second (work units of the study, not flops). ``--quick`` uses
+Each row gives the first call (compile + run) and the steady time (median), the rate
+seeds·(T-1)·n³ per second (work units of the study; the dense product costs 2 flop per unit),
+and the study's share of the machine's matmul rate at that n (a chain of T-1 batched n×n
+products in a jitted scan, :func:`matmul_rate`). ``--quick`` uses
 n ∈ {16, 32}, seeds ∈ {4, 16}, T = 60 and a 5-gain sweep at n = 16, T = 60, 8 seeds.
 
 Usage::
@@ -52,6 +54,24 @@ def _compute_thunk(cfg):
     ((shape, group, size),) = list(_st._groups(s, _st.configurations(s), 16))
     rows = [[c["gain"], c["input_scale"]] for c in group] * size
     return lambda: _st._gather(_st._run_group(s, shape, rows[:size], key_data, mesh))
+
+
+def matmul_rate(n, steps, batch=4, distinct=8):
+    """GF/s of the machine's matmul chain at this n: c <- A_t·c over ``steps`` products of
+    (batch, n, n) float32 matrices (``distinct`` of them, reused in turn, as a Jacobian product
+    reuses its W), in a jitted ``lax.scan``, with the compile options the library uses at this n;
+    the best of 3 calls."""
+    import jax.numpy as jnp
+
+    A = jax.random.normal(jax.random.key(1), (distinct, batch, n, n)) / n ** 0.5
+    eye = jnp.broadcast_to(jnp.eye(n), (batch, n, n))
+    f = lambda A, c: jax.lax.scan(lambda c, t: (A[t % distinct] @ c, None), c,
+                                  jnp.arange(steps))[0]
+    opts = rd.fast_cpu_options() if n > 64 else None
+    g = jax.jit(f, compiler_options=opts)
+    jax.block_until_ready(g(A, eye))
+    best = min(_first(lambda: jax.block_until_ready(g(A, eye))) for _ in range(3))
+    return 2 * batch * steps * n**3 / best / 1e9
 
 
 def _loop_thunk(n, T, seeds, gain=1.0, curve=False):
@@ -97,6 +117,8 @@ def main(argv=None):
     if args.n:
         sizes = tuple(n for n in sizes if n in args.n)
     rows, out = [], {"machine": meta, "quick": args.quick, "seeds": [], "gains": {}}
+    rates = {n: matmul_rate(n, T - 1) for n in sizes}
+    out["matmul_gflops"] = rates
     for n in sizes:
         for S in seed_counts:
             cfg = dict(hidden=n, inputs=8, steps=T, gain=1.0, input_scale=1.0, seeds=S,
@@ -114,16 +136,20 @@ def main(argv=None):
                               **steady[k], units_per_s=work / steady[k]["median_s"])
             rec["speedup"] = steady["loop"]["median_s"] / steady["study"]["median_s"]
             rec["speedup_compute"] = steady["loop"]["median_s"] / steady["compute"]["median_s"]
+            rec["share_of_matmul"] = 2 * rec["study"]["units_per_s"] / 1e9 / rates[n]
             out["seeds"].append(rec)
             rows.append([n, S, f"{first['study']:.2f}", f"{steady['study']['median_s']:.3f}",
                          f"{first['loop']:.2f}", f"{steady['loop']['median_s']:.3f}",
                          f"{steady['compute']['median_s']:.3f}", f"{rec['speedup']:.2f}",
-                         f"{rec['speedup_compute']:.2f}", f"{rec['study']['units_per_s']:.3g}"])
+                         f"{rec['speedup_compute']:.2f}", f"{rec['study']['units_per_s']:.3g}",
+                         f"{rec['share_of_matmul']:.2f}"])
     what = "dense ∂h_T/∂h_1 + curve" if args.metric == "norms" else "dense ∂h_T/∂h_1 and its singular values"
     print(f"\n1. one configuration, tanh, T = {T}, {args.metric} ({what}); times in s")
     print(H.table(["n", "seeds", "study first", "study steady", "loop first", "loop steady",
-                   "compute steady", "loop/study", "loop/compute", "study S·(T-1)·n³/s"], rows,
-                  left=()))
+                   "compute steady", "loop/study", "loop/compute", "study S·(T-1)·n³/s",
+                   "share of matmul"], rows, left=()))
+    print("share of matmul: the study's 2·S·(T-1)·n³ flop/s over the machine's matmul chain at that "
+          "n (" + ", ".join(f"n = {n}: {r:.0f} GF/s" for n, r in rates.items()) + ")")
     print("compute: the study's compiled group call alone (no store writes); floors: loop/study "
           "and loop/compute >= 1 everywhere, >= 1.5 at n = 32")
 
