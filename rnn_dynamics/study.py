@@ -558,9 +558,11 @@ def _records(study: Study, config: dict, arrays: dict, env: dict) -> list[dict]:
     cfg.update(seeds=study.seeds, seed=study.seed, metrics=list(study.metrics), k=study.k)
     if study.h1:
         cfg["h1"] = study.h1
+    cfg = _store.to_json(cfg)  # converted once, shared by every seed's record
+    study_hash = study.hash
     out = []
     for i in range(study.seeds):
-        r = {"config_id": config["id"], "seed_index": i, "study_hash": study.hash}
+        r = {"config_id": config["id"], "seed_index": i, "study_hash": study_hash}
         if "log10_norms" in arrays:
             curve = arrays["log10_norms"][i]
             r["log10_norm"] = curve[-1]
@@ -576,10 +578,12 @@ def _records(study: Study, config: dict, arrays: dict, env: dict) -> list[dict]:
             ex = arrays["lyapunov"][i]
             r["lambda_max"] = ex[0]
             r["lyapunov_sum"] = ex.sum()
-        r["config"] = cfg
+        r["config"] = None  # its place in the key order; the converted config goes in below
         r.update(rnn_dynamics=env["rnn_dynamics"], jax=env["jax"], platform=env["platform"],
                  device_kind=env["device_kind"], device_count=env["device_count"])
-        out.append(_store.to_json(r))
+        r = _store.to_json(r)
+        r["config"] = cfg
+        out.append(r)
     return out
 
 
