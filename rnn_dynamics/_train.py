@@ -404,7 +404,8 @@ def _train_step(spec, model, carry, t, seed_key, data):
     )
     updates, new_opt = spec.make_optimizer().update(grads, opt_state, params, **extra)
     new_params = optax.apply_updates(params, updates)
-    ok = jnp.isfinite(total) & _all_finite(grads) & _all_finite(updates) & _all_finite(new_params)
+    # new_params = params + updates with params finite: finite new params imply finite updates
+    ok = jnp.isfinite(total) & _all_finite(grads) & _all_finite(new_params)
     params = _tree_where(ok, new_params, params)
     opt_state = _tree_where(ok, new_opt, opt_state)
     unorm = jnp.where(ok, _norm(updates), 0.0)
