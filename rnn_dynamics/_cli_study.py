@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         help="Run (or resume) a study from a TOML/JSON config: cells × numbers × seeds.",
         description=(
             "Reads a study config (TOML, or JSON; keys: cell, activation, init, hidden, inputs, steps, "
-            "gain, input_scale, seeds, seed, metrics, k; see examples/sweep_small.toml), runs every "
+            "gain, input_scale, seeds, seed, metrics, k, h1; see examples/sweep_small.toml), runs every "
             "configuration with its seeds sharded over all devices, and writes study.json, "
             "results.jsonl and arrays/<id>.npz into --out, group by group. Rerunning with the same "
             "config and --out resumes (finished configurations are skipped); a folder holding "
