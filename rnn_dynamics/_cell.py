@@ -173,20 +173,10 @@ def split_cell(cell: Cell):
     ``merge_cell(*split_cell(cell))`` rebuilds the cell; jit with ``static`` static and
     ``hyper`` as data compiles once for every value of the numbers.
     """
-    last = _LAST_SPLIT[0]
-    if last is not None and last[0] is cell:  # the same (immutable) cell as the last call
-        return last[1], list(last[2])
     leaves, treedef = jax.tree_util.tree_flatten(cell)
     dyn = [x if is_hyper_leaf(x) else None for x in leaves]
-    static = _Static(treedef, tuple(None if is_hyper_leaf(x) else x for x in leaves))
-    if not any(isinstance(x, jax.core.Tracer) for x in dyn):  # never keep a tracer alive
-        _LAST_SPLIT[0] = (cell, static, tuple(dyn))
-    return static, dyn
-
-
-# A one-entry cache of split_cell by identity: a public call checks the cell's params and then
-# dispatches, and both split the same cell. It holds the cell itself, so its id is not reused.
-_LAST_SPLIT: list = [None]
+    static = tuple(None if is_hyper_leaf(x) else x for x in leaves)
+    return _Static(treedef, static), dyn
 
 
 def merge_cell(static: _Static, hyper) -> Cell:

@@ -124,12 +124,6 @@ def init_model(model: Model, key) -> dict:
     return {"cell": cp, "readout": {"W": W, "b": jnp.zeros((O,), dt)}}
 
 
-def _states(cell, cp, xs):
-    """(L, state_size) states h_2..h_{L+1} of one sequence xs (L, m)."""
-    h1 = cell.initial_state(cp)
-    return jax.lax.scan(lambda h, x: (cell.step(cp, h, x),) * 2, h1, xs.astype(h1.dtype))[1]
-
-
 def _read(model, params, hs):
     """Readout of the states of one sequence: (out,) for "last", (L, out) for "all"."""
     r = params["readout"]

@@ -71,6 +71,7 @@ __all__ = [
     "ACTIVATIONS",
     "GAIN_MEANING",
     "INITS",
+    "INIT_KINDS",
     "KINDS",
     "linear",
     "vanilla",
@@ -97,6 +98,7 @@ ACTIVATIONS: dict[str, tuple[Callable, float]] = {
 
 # What the one number of :func:`from_gain` means for each kind of cell.
 INITS = ("default", "orthogonal", "identity")  # from_gain's recurrent initialisers
+INIT_KINDS = ("vanilla", "linear")  # the kinds whose recurrent initialiser from_gain may change
 
 GAIN_MEANING: dict[str, str] = {
     "vanilla": "W_ij ~ N(0, g²/n)",
@@ -639,10 +641,10 @@ def from_gain(kind: str, input_size: int, hidden_size: int, gain, activation: st
     """
     check_choice("kind", kind, KINDS)
     check_choice("init", init, INITS)
-    if init != "default" and kind not in ("vanilla", "linear"):
-        raise ValueError(f"init: {init!r} applies to vanilla and linear cells; a {kind} cell takes "
-                         f"'default' only.")
-    if kind in ("vanilla", "linear"):
+    if init != "default" and kind not in INIT_KINDS:
+        raise ValueError(f"init: {init!r} applies to {' and '.join(INIT_KINDS)} cells; a {kind} "
+                         f"cell takes 'default' only.")
+    if kind in INIT_KINDS:
         rec = {"default": None, "orthogonal": _init.orthogonal, "identity": _init.identity}[init]
         act = activation if kind == "vanilla" else "linear"
         kw = {} if rec is None else {"recurrent_init": rec(gain)}

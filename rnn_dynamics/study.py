@@ -113,7 +113,7 @@ METRICS = ("norms", "dense", "lyapunov")
 _SHAPE_KEYS = ("cell", "activation", "init", "hidden", "inputs", "steps")
 _NUMBER_KEYS = ("gain", "input_scale")
 _WITH_ACTIVATION = ("vanilla", "univariate")
-_WITH_INIT = ("vanilla", "linear")  # kinds whose recurrent initialiser a study may choose
+_WITH_INIT = _cells.INIT_KINDS
 _AXIS = "seeds"
 
 

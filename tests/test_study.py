@@ -186,8 +186,7 @@ def test_dense_metric_is_the_singular_values_of_spectra_without_the_curve(small,
         # the same numbers as the "norms" study's dense part, configuration by configuration
         np.testing.assert_allclose(a["singular_values"], full["arrays"][c["id"]]["singular_values"],
                                    rtol=1e-5, atol=1e-6 * float(sv[:, 0].min()))
-    recs = [r for r in res["records"]]
-    assert all("log10_norm" not in r and r["dense_ok"] for r in recs)
+    assert all("log10_norm" not in r and r["dense_ok"] for r in res["records"])
     assert "nan" not in study.summary(res).split("\n")[3].split()[1]  # log10|J| from σ_1
 
 
