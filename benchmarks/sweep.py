@@ -36,10 +36,16 @@ import _harness as H  # noqa: E402
 import rnn_dynamics as rd  # noqa: E402
 
 
+_SCRATCH = tempfile.TemporaryDirectory(prefix="sweep-bench-")  # removed at exit, not timed
+
+
 def _study_thunk(cfg):
+    """One full study into a new folder per call (its writes included; the folders are removed
+    when the benchmark exits, outside the timing, as a user's results would stay)."""
+    count = iter(range(10**9))
+
     def go():
-        with tempfile.TemporaryDirectory() as d:
-            rd.study.run(cfg, os.path.join(d, "s"), progress=False)
+        rd.study.run(cfg, os.path.join(_SCRATCH.name, f"s{id(cfg)}-{next(count)}"), progress=False)
     return go
 
 

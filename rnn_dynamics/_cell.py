@@ -190,16 +190,43 @@ def _param_spec(static: _Static, x64: bool):
     return jax.eval_shape(cell.init, jax.random.key(0))
 
 
-def check_params(cell: Cell, params, name: str = "params") -> None:
+@functools.lru_cache(maxsize=256)
+def _flat_spec(static: _Static, x64: bool):
+    """``(treedef, ((shape, dtype), ...))`` of ``cell.init``'s params: the fast path's reference."""
+    leaves, treedef = jax.tree_util.tree_flatten(_param_spec(static, x64))
+    return treedef, tuple((tuple(e.shape), np.dtype(e.dtype)) for e in leaves)
+
+
+def _leaf_ok(g, shape, dtype, leading) -> bool:
+    gs = getattr(g, "shape", None)
+    gd = getattr(g, "dtype", None)
+    return (gs is not None and tuple(gs[leading:]) == shape and len(gs) == len(shape) + leading
+            and gd is not None and np.dtype(gd) == dtype)
+
+
+def check_params(cell: Cell, params, name: str = "params", leading: int = 0) -> None:
     """Check ``params`` against the structure, shapes and dtypes of ``cell.init(key)``.
 
     Runs in Python before tracing (shapes and dtypes only: works on tracers too) and names the
     offending leaf. Raises ``ValueError`` (structure, shape) or ``TypeError`` (dtype).
+    ``leading``: how many leading (batch) axes every leaf carries before the param's own shape.
     """
+    x64 = bool(jax.config.jax_enable_x64)
     try:
-        expected = _param_spec(split_cell(cell)[0], bool(jax.config.jax_enable_x64))
+        static = split_cell(cell)[0]
+        treedef, spec = _flat_spec(static, x64)
     except TypeError:  # a hand-made cell with unhashable parts: no cache
+        static = None
+    if static is not None:  # fast path: exact structure, shapes and dtypes, nothing to report
+        leaves, got_def = jax.tree_util.tree_flatten(params)
+        if got_def == treedef and all(_leaf_ok(g, sh, dt, leading) for g, (sh, dt) in zip(leaves, spec)):
+            return
+        expected = _param_spec(static, x64)
+    else:
         expected = jax.eval_shape(cell.init, jax.random.key(0))
+    if leading:
+        params = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a)[leading:], jax.numpy.result_type(a)), params)
     exp, exp_def = jax.tree_util.tree_flatten_with_path(expected)
     try:
         got, got_def = jax.tree_util.tree_flatten_with_path(params)

@@ -279,8 +279,7 @@ def spectra(
     inferred = {}
     if params is not None:
         inferred["params"] = _leading("params", params, "a batch of per-seed params")
-        check_params(cell, jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), params))
+        check_params(cell, params, leading=1)
     per_seed_xs = False
     if xs is not None:
         xs = jnp.asarray(xs)

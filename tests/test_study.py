@@ -272,6 +272,27 @@ def test_killed_study_resumes_to_the_uninterrupted_store(tmp_path):
     assert (killed / "results.jsonl").stat().st_mtime_ns == before
 
 
+def test_files_torn_by_a_machine_crash_are_recomputed(tmp_path):
+    # Writes are not fsync-ed: after a crash of the machine, a finished configuration's arrays
+    # may come back zero-filled or cut short, and results.jsonl may end in NUL bytes.
+    cfg = dict(hidden=3, inputs=2, steps=6, gain=[0.5, 1.0, 1.5], seeds=2, seed=1, metrics=["dense"])
+    torn, fresh = tmp_path / "torn", tmp_path / "fresh"
+    study.run(cfg, torn, progress=False, group_size=1)
+    study.run(cfg, fresh, progress=False)
+    ids = [c["id"] for c in study.configurations(cfg)]
+    zeroed, cut = torn / "arrays" / f"{ids[0]}.npz", torn / "arrays" / f"{ids[2]}.npz"
+    zeroed.write_bytes(bytes(zeroed.stat().st_size))
+    cut.write_bytes(cut.read_bytes()[:-40])
+    with open(torn / "results.jsonl", "ab") as f:
+        f.write(bytes(300))
+    study.run(cfg, torn, progress=False)
+    assert sorted(_lines(torn / "results.jsonl")) == sorted(_lines(fresh / "results.jsonl"))
+    a, b = study.read(torn)["arrays"], study.read(fresh)["arrays"]
+    assert sorted(a) == sorted(b) == sorted(ids)
+    for i in ids:
+        np.testing.assert_array_equal(a[i]["singular_values"], b[i]["singular_values"])
+
+
 def test_a_folder_of_another_study_or_schema_is_refused(small, tmp_path):
     with pytest.raises(ValueError, match=r"holds a different study.*gain: \[0.5, 2.0\] there, \[0.5\] now"):
         study.run(dict(SMALL, gain=[0.5]), small, progress=False)
