@@ -81,6 +81,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -619,8 +620,9 @@ def _save_group(out: Path, study: Study, group: list[dict], outputs: dict, env: 
     lines = []
     for j, c in enumerate(group):
         arrays = {name: v[j, :study.seeds] for name, v in outputs.items()}
-        _write_bytes_atomic(out / "arrays" / f"{c['id']}.npz",
-                            lambda f: np.savez(f, seed_index=np.arange(study.seeds), **arrays),
+        buf = io.BytesIO()  # zipfile's many small writes and seeks go to memory: one write to disk
+        np.savez(buf, seed_index=np.arange(study.seeds), **arrays)
+        _write_bytes_atomic(out / "arrays" / f"{c['id']}.npz", lambda f: f.write(buf.getbuffer()),
                             sync=False)
         lines += [json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n"
                   for r in _records(study, c, arrays, env)]
