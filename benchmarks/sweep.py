@@ -58,8 +58,7 @@ def _compute_thunk(cfg):
     mesh = _st._mesh()
     key_data = _st._seed_keys(s, mesh)
     ((shape, group, size),) = list(_st._groups(s, _st.configurations(s), 16))
-    rows = [[c["gain"], c["input_scale"]] for c in group]
-    rows += [rows[-1]] * (size - len(rows))  # padded to the group size, as run() pads it
+    rows = _st._group_rows(group, size)  # padded to the group size, as run() pads it
     return lambda: _st._gather(_st._run_group(s, shape, rows, key_data, mesh))
 
 

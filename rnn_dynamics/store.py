@@ -84,22 +84,31 @@ def to_json(obj: Any) -> Any:
     raise TypeError(f"to_json: cannot store a {type(obj).__name__} in JSON ({obj!r}).")
 
 
-def _write_atomic(path: Path, text: str) -> Path:
+def write_bytes_atomic(path: Path, data, sync: bool = True) -> Path:
+    """Write ``data`` (bytes-like) to ``path`` through a temporary file and ``os.replace``, so a
+    reader never sees half a file; ``sync`` fsyncs the data first (durable across a machine
+    crash, not only a killed process). The folder is created if missing.
+    Example: ``store.write_bytes_atomic(Path("out/a.npz"), buf.getbuffer(), sync=False)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     # os.open applies the umask to 0o666 (mkstemp would give 0o600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if tmp.exists():
             tmp.unlink()
         raise
     return path
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def save_json(path, data: Any) -> Path:

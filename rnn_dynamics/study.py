@@ -88,7 +88,6 @@ import math
 import os
 import sys
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -490,20 +489,6 @@ def _gather(tree):
 # The store
 
 
-def _write_bytes_atomic(path: Path, write: Callable, sync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _manifest(study: Study) -> dict:
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "hash": study.hash,
             "config": study.to_dict(), "configurations": [c["id"] for c in configurations(study)],
@@ -574,7 +559,7 @@ def _recover(out: Path, study: Study) -> set:
     if not clean or set(by_id) != done:
         order = [c["id"] for c in configurations(study) if c["id"] in done]
         body = "".join(by_id[cid][i] for cid in order for i in range(study.seeds))
-        _write_bytes_atomic(path, lambda f: f.write(body.encode("utf-8")))
+        _store.write_bytes_atomic(path, body.encode("utf-8"))
     return done
 
 
@@ -622,12 +607,17 @@ def _save_group(out: Path, study: Study, group: list[dict], outputs: dict, env: 
         arrays = {name: v[j, :study.seeds] for name, v in outputs.items()}
         buf = io.BytesIO()  # zipfile's many small writes and seeks go to memory: one write to disk
         np.savez(buf, seed_index=np.arange(study.seeds), **arrays)
-        _write_bytes_atomic(out / "arrays" / f"{c['id']}.npz", lambda f: f.write(buf.getbuffer()),
-                            sync=False)
+        _store.write_bytes_atomic(out / "arrays" / f"{c['id']}.npz", buf.getbuffer(), sync=False)
         lines += [json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n"
                   for r in _records(study, c, arrays, env)]
     with open(out / "results.jsonl", "a", encoding="utf-8") as f:  # one write
         f.write("".join(lines))
+
+
+def _group_rows(group: list[dict], size: int) -> list[list]:
+    """The (gain, input_scale) rows of a group, padded with its last row to ``size``."""
+    rows = [[c["gain"], c["input_scale"]] for c in group]
+    return rows + [rows[-1]] * (size - len(group))
 
 
 def _groups(study: Study, todo: list[dict], group_size: int):
@@ -707,8 +697,7 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
         if item is None:
             return None
         shape, group, size = item
-        rows = [[c["gain"], c["input_scale"]] for c in group]
-        rows += [rows[-1]] * (size - len(group))
+        rows = _group_rows(group, size)
         return group, time.perf_counter(), _run_group(study, shape, rows, key_data, mesh, batch_size)
 
     # One group computes at a time; the host's work overlaps it: the manifest and the folder
