@@ -132,8 +132,11 @@ class Cell(NamedTuple):
     ``(state_size, state_size)`` matrix. Construct by keyword. The other fields are optional:
     ``name`` (a label), ``step_bound(params)`` (a bound on ‖∂h_t/∂h_{t-1}‖₂ for every state and
     input, or None; see :func:`rnn_dynamics.jacobian_bound`), ``layers`` (the sub-cells of a
-    :func:`rnn_dynamics.cells.stack`) and ``hyper`` (the cell's numeric hyperparameters, for
-    reading only: e.g. ``cell.hyper["gain"]``).
+    :func:`rnn_dynamics.cells.stack`), ``hyper`` (the cell's numeric hyperparameters, for
+    reading only: e.g. ``cell.hyper["gain"]``) and ``batch_step(params, H, X)``: the step for a
+    batch of states as rows, H (B, state_size) and X (B, input_size) -> (B, state_size), equal
+    to ``jax.vmap(step, (None, 0, 0))`` and only a faster way to write it (training runs it;
+    None: the vmapped ``step``).
 
     Functions may be plain Python callables (a cell built by hand); the factories in
     :mod:`rnn_dynamics.cells` use :class:`Fn` so that equal settings give equal cells.
@@ -150,6 +153,7 @@ class Cell(NamedTuple):
     step_bound: Callable[[Params], jax.Array] | None = None
     layers: tuple = ()
     hyper: Any = None
+    batch_step: Callable[[Params, jax.Array, jax.Array], jax.Array] | None = None
 
 
 def check_cell(cell) -> None:

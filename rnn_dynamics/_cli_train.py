@@ -9,6 +9,7 @@ status 130; rerunning the same command resumes.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def register(subparsers) -> None:
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--out", type=Path, default=Path("rnn_dynamics_train"))
+    t.add_argument("--cpu-devices", type=int, default=1,
+                   help="CPU cores exposed as JAX devices, so that the seeds train on all of "
+                        "them (rd.train splits its seeds over the devices); 0: every core "
+                        "(default 1)")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--no-plot", action="store_true")
     t.set_defaults(func=run_train)
@@ -90,6 +95,10 @@ def register(subparsers) -> None:
     c.add_argument("--only", type=str, default=None, help="comma-separated configuration names")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", type=Path, default=Path("rnn_dynamics_compare"))
+    c.add_argument("--cpu-devices", type=int, default=1,
+                   help="CPU cores exposed as JAX devices, so that the seeds train on all of "
+                        "them (rd.train splits its seeds over the devices); 0: every core "
+                        "(default 1)")
     c.add_argument("--no-plot", action="store_true")
     c.set_defaults(func=run_compare)
 
@@ -115,6 +124,21 @@ def _cell(rd, args, m):
                                         learning_rate=args.lr, momentum=args.momentum)
 
 
+def _use_cpu_devices(n: int) -> None:
+    """``--cpu-devices``: expose ``n`` CPU cores (0: all) as JAX devices, before JAX starts."""
+    if n < 0:
+        raise SystemExit(f"--cpu-devices: expected 0 (every core) or a count >= 1, got {n}.")
+    if n == 1:
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", n or os.cpu_count())
+    except RuntimeError:  # JAX already ran a computation in this process
+        print("rnn-dynamics: --cpu-devices ignored: JAX had already started in this process.",
+              file=sys.stderr, flush=True)
+
+
 def _remedies():
     from rnn_dynamics import remedies
 
@@ -123,6 +147,7 @@ def _remedies():
 
 def run_train(args) -> int:
     """Run ``rnn-dynamics train`` from parsed arguments; returns the exit status."""
+    _use_cpu_devices(args.cpu_devices)
     import jax
 
     import rnn_dynamics as rd
@@ -228,6 +253,7 @@ def compare_markdown(rows) -> str:
 
 def run_compare(args) -> int:
     """Run ``rnn-dynamics compare`` from parsed arguments; returns the exit status."""
+    _use_cpu_devices(args.cpu_devices)
     import jax
 
     import rnn_dynamics as rd

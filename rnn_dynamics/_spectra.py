@@ -181,7 +181,9 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
 
     * params are drawn seed by seed (``init_many``), so an init's decompositions are unbatched;
     * the only LAPACK call inside the seed loop is the curve's per-step SVD, one after another;
-    * the dense matrices' singular values are taken after the loop, in one call.
+    * the dense matrices' singular values are taken after the loop, in one call, or seed by
+      seed with ``batch_size=1`` (every decomposition unbatched: what a study on several CPU
+      devices needs, since batched LAPACK calls on two CPU devices at once can hang XLA:CPU).
     """
     shared_xs = None if per_seed_xs else xs
     S = seeds
@@ -202,7 +204,10 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
     if h1_kind != "per_seed":
         h1 = jnp.broadcast_to(h1, (S,) + jnp.shape(h1))
     logs, J = jax.lax.map(one, (keys, h1, params, xs if per_seed_xs else None), batch_size=batch_size)
-    sv = jnp.linalg.svd(J, compute_uv=False) if dense else None
+    sv = None
+    if dense:
+        svd_ = lambda M: jnp.linalg.svd(M, compute_uv=False)
+        sv = jax.lax.map(svd_, J) if batch_size == 1 else svd_(J)
     return Spectra(logs, sv)
 
 

@@ -40,11 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import lyapunov as _lyapunov
 from ._cell import Cell, check_cell, split_cell
 from ._checks import NumericalWarning, check_choice, check_nonnegative, check_positive_int
 from ._compile import cell_jit
+from ._devices import seed_devices
 from ._jacobian import jacobian_norms
 
 __all__ = [
@@ -149,7 +151,7 @@ def predict(model: Model, params, inputs) -> jax.Array:
     h1 = cell.initial_state(cp)
     xs = jnp.swapaxes(inputs, 0, 1).astype(h1.dtype)  # (L, B, m)
     H1 = jnp.broadcast_to(h1, (inputs.shape[0],) + h1.shape)
-    step = jax.vmap(cell.step, in_axes=(None, 0, 0))
+    step = cell.batch_step if cell.batch_step is not None else jax.vmap(cell.step, (None, 0, 0))
     if model.readout == "last":
         hT = jax.lax.scan(lambda h, x: (step(cp, h, x), None), H1, xs)[0]
         return jax.vmap(lambda h: _read(model, params, h[None]))(hT)
@@ -441,6 +443,33 @@ def _vmap_seeds(f, *args):
 _chunk_jit = cell_jit(_chunk, static_argnames=("spec", "length"))
 
 
+def _chunk_sharded(cell, params, opt_state, skipped, seed_keys, data, step0, *, spec, length,
+                   mesh):
+    """:func:`_chunk` with the seed axis split over ``mesh``'s devices (axis "seeds"; every
+    seed array padded to a multiple of the device count and laid out on it). Each device runs
+    its seeds alone: no communication."""
+    local = lambda p, o, s, k, d, t: _chunk(cell, p, o, s, k, d, t, spec=spec, length=length)
+    seeds = P(_SEEDS)
+    f = jax.shard_map(local, mesh=mesh, in_specs=(seeds, seeds, seeds, seeds, P(), P()),
+                      out_specs=seeds, check_vma=False)
+    return f(params, opt_state, skipped, seed_keys, data, step0)
+
+
+_chunk_sharded_jit = cell_jit(_chunk_sharded, static_argnames=("spec", "length", "mesh"))
+_SEEDS = "seeds"
+
+
+def _train_mesh(devices, cell, params, opt_state, skipped, seed_keys, data, spec, length):
+    """The mesh to split the seeds over, or None (see :mod:`rnn_dynamics._devices`)."""
+    def jaxpr():
+        static, hyper = split_cell(cell)
+        return _chunk_jit.plain.trace(static, hyper, params, opt_state, skipped, seed_keys, data,
+                                      jnp.int32(0), spec=spec, length=length).jaxpr
+
+    chosen = seed_devices(devices, seed_keys.shape[0], jaxpr)
+    return None if chosen is None else Mesh(np.asarray(chosen), (_SEEDS,))
+
+
 def _init(cell, seed_keys, params, *, spec):
     """Params (unless given) and optimiser state for every seed."""
     if params is None:
@@ -645,6 +674,7 @@ def train(
     checkpoint_every: int | None = None,
     progress: bool = True,
     callback: Callable | None = None,
+    devices=None,
 ) -> TrainResult:
     """Train a cell with a linear readout on a task, every seed at once, with optax.
 
@@ -662,7 +692,8 @@ def train(
         any optax ``GradientTransformation`` works, including
         :func:`rnn_dynamics.remedies.hessian_free` (its update receives ``outputs_fn``,
         ``output_loss``, ``value_fn`` and ``value`` as extra arguments).
-      seeds: networks trained together in one vmapped computation (default 1).
+      seeds: networks trained together in one vmapped computation (default 1), split over
+        ``devices``.
       params: initial params with a leading seed axis (default: :func:`init_model` per seed).
       output_size: readout outputs; default from the targets (integer labels: pass it).
       readout, loss: see :class:`Model`; defaults: ``"all"`` for per-step batches (those of
@@ -681,6 +712,14 @@ def train(
         re-raised). A call with the same configuration resumes from it, bit-identically.
       progress: a tqdm bar (steps/s, loss, ETA) when stderr is a terminal.
       callback: ``callback(step, logs)`` after every log (logs: dict of lists).
+      devices: the devices the seeds are split over (each runs its own seeds, no
+        communication; a seed count that does not divide them is padded and the padding
+        dropped). Default: every device of this process, so a CPU whose cores are exposed as
+        devices (``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` before the first
+        computation) trains seeds on all its cores. ``[jax.devices()[0]]`` keeps one device. On
+        CPU, a training step that holds a LAPACK call (Lyapunov regularisers) runs on one
+        device: XLA:CPU can hang when two CPU devices run batched LAPACK calls at once. The
+        probes run on one device; the result's arrays live on ``jax.devices()[0]``.
 
     Returns:
       :class:`TrainResult`. Steps with a non-finite loss, gradient or update are skipped
@@ -781,8 +820,23 @@ def train(
     if logs is None:
         logs = {}
 
+    one_device = jax.devices()[0]
+    mesh = _train_mesh(devices, cell, params, opt_state, skipped, seed_keys, data, spec,
+                       min(log_every, steps))
+
+    if mesh is not None:  # the carry and keys stay padded and laid out over the mesh
+        pad = (-S) % mesh.size
+        layout = NamedSharding(mesh, P(_SEEDS))
+        grow = lambda a: jax.device_put(
+            jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, layout)
+        shrink = lambda tree: jax.tree_util.tree_map(lambda a: a[:S], tree) if pad else tree
+        carry = jax.tree_util.tree_map(grow, (params, opt_state, skipped))
+        keys_laid_out = grow(seed_keys)
+
     def record(step, stats):
-        probe = _probe_jit(cell, params, seed_keys, data, spec=spec)
+        # on one device: the probes hold LAPACK calls (see ``devices``)
+        local = params if mesh is None else jax.device_put(params, one_device)
+        probe = _probe_jit(cell, local, seed_keys, data, spec=spec)
         nan = np.full((S,), np.nan)
         row = {"loss": nan, "grad_norm": nan, "grad_norm_max": nan, "update_norm_max": nan}
         row.update({k: np.asarray(v, float) for k, v in (stats or {}).items()})
@@ -807,9 +861,15 @@ def train(
             record(0, None)
         while step < steps:
             n = min(log_every, steps - step)
-            (params, opt_state, skipped), stats = _chunk_jit.plain(
-                *split_cell(cell), params, opt_state, skipped, seed_keys, data, jnp.int32(step),
-                spec=spec, length=n)
+            if mesh is None:
+                (params, opt_state, skipped), stats = _chunk_jit.plain(
+                    *split_cell(cell), params, opt_state, skipped, seed_keys, data,
+                    jnp.int32(step), spec=spec, length=n)
+            else:
+                carry, stats = _chunk_sharded_jit.plain(
+                    *split_cell(cell), *carry, keys_laid_out, data, jnp.int32(step), spec=spec,
+                    length=n, mesh=mesh)
+                (params, opt_state, skipped), stats = shrink((carry, stats))
             step += n
             record(step, stats)
             if step % checkpoint_every == 0 or step == steps:
@@ -830,6 +890,8 @@ def train(
     out.update({k: np.stack([np.asarray(x, float) for x in v], axis=1) for k, v in logs.items()
                 if k != "step"})
     skipped_np = np.asarray(skipped)
+    if mesh is not None:
+        params, opt_state = jax.device_put((params, opt_state), one_device)
     if skipped_np.any():
         warnings.warn(
             f"train: skipped {skipped_np.tolist()} of {step} steps (per seed) whose loss, gradient "

@@ -38,7 +38,9 @@ sharded over all devices: the seed keys are laid out on a one-axis ``jax.shardin
 divide the device count is padded and the padding dropped. One device or several give the same
 numbers up to float rounding; with ``batch_size=1`` (one seed per chunk everywhere) the singular
 values and Lyapunov exponents are bit for bit the same on CPU (tested with 1 and 4 host devices;
-the curve's log10 differed by at most 2.4e-7 for vanilla cells).
+the curve's log10 differed by at most 2.4e-7 for vanilla cells). On several *CPU* devices (a
+CPU's cores exposed with ``jax_num_cpu_devices``) each device runs its seeds one at a time
+(``batch_size`` 1): batched LAPACK calls on two CPU devices at once can hang XLA:CPU.
 
 Store (folder ``out``)::
 
@@ -466,6 +468,11 @@ def _run_group(study: Study, shape: dict, numbers, key_data, mesh: Mesh, batch_s
     local = key_data.shape[0] // D
     batch = default_batch_size(cell.state_size, study.seeds) if batch_size is None else batch_size
     batch = min(batch, local)
+    if D > 1 and any(d.platform == "cpu" for d in mesh.devices.flat):
+        # each device runs its seeds one at a time, so every decomposition is unbatched:
+        # batched LAPACK calls on two CPU devices at once can hang XLA:CPU (a (16, 128, 128)
+        # SVD per device did, on 2 cores with 2 devices)
+        batch = 1
     numbers = np.asarray(numbers, float_dtype())
     fast = (cell.state_size > _MIN_STATE and jax.default_backend() == "cpu"
             and bool(fast_cpu_options()))

@@ -354,3 +354,21 @@ def test_cli_sweep_then_plot(tmp_path, capsys):
     cfg.write_text('hidden = 3\ngain = [0.5]\nseed = 1\n')  # another study, same folder
     assert rd.cli.main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 2
     assert "holds a different study" in capsys.readouterr().err
+
+
+def test_two_cpu_devices_do_not_hang_on_decompositions(tmp_path):
+    """Batched LAPACK calls on two CPU devices at once hung XLA:CPU (a dense n = 128 study with
+    16 seeds on 2 host devices sat at 0% CPU); each CPU device now runs its seeds one at a time."""
+    out = tmp_path / "two"
+    proc = _sub(f"""
+        import jax, numpy as np
+        from rnn_dynamics import study
+        assert jax.device_count() == 2
+        cfg = dict(cell="vanilla", hidden=128, steps=20, gain=[1.0, 1.5], seeds=16,
+                   metrics=["dense"])
+        study.run(cfg, {str(out)!r}, progress=False)
+        res = study.read({str(out)!r})
+        assert {{r["device_count"] for r in res["records"]}} == {{2}}
+        print("ok")
+    """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=150)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

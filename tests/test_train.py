@@ -9,6 +9,11 @@ import argparse
 import functools
 import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import chex
 import jax
@@ -147,6 +152,79 @@ def test_vmapped_seeds_equal_separately_trained_seeds():
         chex.assert_trees_all_close(alone.params, one, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(alone.logs["probe_loss"][0], together.logs["probe_loss"][i],
                                    rtol=1e-5)
+
+
+def test_batch_step_equals_the_vmapped_step_values_and_gradients():
+    """The vanilla family's row-major batch step against ``vmap(step)``: a transposed W, a
+    dropped bias or input term in it would train another model than the analyses study."""
+    X = jax.random.normal(jax.random.key(1), (6, 9, 3))
+    for cell in (rd.cells.vanilla(3, 5, "tanh", bias_scale=0.5),
+                 rd.cells.vanilla(3, 5, "sigmoid", gain=1.7, bias_scale=0.5),
+                 rd.cells.irnn(3, 5, input_gain=0.7), rd.cells.linear(3, 5, bias_scale=0.5)):
+        assert cell.batch_step is not None
+        plain = cell._replace(batch_step=None)
+        model, ref = rd.Model(cell, 2, "all"), rd.Model(plain, 2, "all")
+        params = rd.init_model(model, jax.random.key(2))
+        H = jax.random.normal(jax.random.key(3), (6, 5))
+        np.testing.assert_allclose(cell.batch_step(params["cell"], H, X[:, 0]),
+                                   jax.vmap(cell.step, (None, 0, 0))(params["cell"], H, X[:, 0]),
+                                   rtol=1e-6, atol=1e-6)
+        batch = (X, jnp.ones((6, 9, 2)), None)
+        g = jax.grad(lambda p: rd.model_loss(model, p, batch))(params)
+        g_ref = jax.grad(lambda p: rd.model_loss(ref, p, batch))(params)
+        chex.assert_trees_all_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_lapack_detection_keeps_decompositions_on_one_cpu_device():
+    from rnn_dynamics._devices import seed_devices, uses_lapack
+
+    def scanned(op):
+        return jax.make_jaxpr(lambda a: jax.lax.scan(lambda c, _: (op(c), None), a, None, 3)[0])(
+            jnp.eye(4))
+
+    assert uses_lapack(scanned(lambda a: jnp.linalg.qr(a)[0]))
+    assert uses_lapack(scanned(lambda a: jax.grad(lambda b: jnp.linalg.svd(b, compute_uv=False)[0])(a)))
+    assert not uses_lapack(scanned(lambda a: jnp.tanh(a @ a)))
+    cpu = jax.devices("cpu")[0]
+    two = [cpu, cpu]
+    assert seed_devices(two, 8, lambda: scanned(lambda a: jnp.tanh(a @ a))) == (cpu, cpu)
+    assert seed_devices(two, 8, lambda: scanned(lambda a: jnp.linalg.qr(a)[0])) is None
+    assert seed_devices(two, 1, lambda: 1 / 0) is None  # one seed: nothing to split, no trace
+    assert seed_devices([cpu], 8, lambda: 1 / 0) is None
+
+
+def test_seeds_split_over_two_cpu_devices_give_the_same_numbers():
+    """3 seeds on 2 host devices (padded to 4) against one device: the same per-device program
+    for each seed, so params, losses and probes agree bit for bit; the result lives on one
+    device; a Lyapunov regulariser (a QR in the step) keeps training on one device."""
+    code = """
+        import functools, jax, numpy as np
+        import rnn_dynamics as rd
+        from rnn_dynamics import _train, remedies
+        assert jax.device_count() == 2
+        task = functools.partial(rd.tasks.adding, length=8)
+        kw = dict(steps=20, key=jax.random.key(0), seeds=3, batch=8, log_every=10, progress=False,
+                  probe_jacobians=2, probe_size=4)
+        cell = rd.cells.vanilla(2, 6, "tanh")
+        two = rd.train(cell, task, **kw)
+        assert _train._chunk_sharded_jit.plain._cache_size() == 1
+        one = rd.train(cell, task, devices=jax.devices()[:1], **kw)
+        for a, b in zip(jax.tree.leaves(two.params), jax.tree.leaves(one.params)):
+            assert a.sharding.device_set == {jax.devices()[0]}
+            np.testing.assert_array_equal(a, b)
+        for k in ("loss", "grad_norm", "probe_loss", "log10_jacobian_norm", "lambda_max"):
+            np.testing.assert_array_equal(two.logs[k], one.logs[k])
+        reg = remedies.lyapunov_regularizer(0.1, k=1, horizon=6)
+        rd.train(cell, task, regularizers=[reg], **kw)
+        assert _train._chunk_sharded_jit.plain._cache_size() == 1, "a QR step was sharded"
+        print("ok")
+    """
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=300,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_resume_after_interruption_is_bit_identical(tmp_path):
