@@ -13,6 +13,10 @@ repeats, ``jax.block_until_ready``):
 ``per_step:step``   ``by_lag(..., per_step=True, group="step")`` (one reverse scan);
 ``per_step:lag``    ``group="lag"`` (T−1 vjps of the batched step, O(T²)): shown for the
                     smaller sizes only.
+``write_only``      no computation: a jitted function that returns an array of the size of
+                    ``by_lag``'s stacked contributions (T−1 copies of the params, filled from
+                    W). The memory-bound floor under ``keep=True``: what writing the output
+                    alone costs against a gradient.
 
 The target (printed PASS/FAIL, nothing asserted): by_lag at most 3× a plain gradient.
 
@@ -83,7 +87,11 @@ def functions(cell):
     def ps_lag(p, h1, xs, V, ys):
         return rd.bptt.by_lag(cell, p, h1, xs, seq_loss(V, ys), per_step=True, group="lag", keep=False)
 
-    return {"grad": grad, "by_lag": by_lag, "by_lag_norms": by_lag_norms,
+    def write_only(p, h1, xs, V, ys):
+        T1 = xs.shape[0]
+        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(2 * a, (T1,) + a.shape), p)
+
+    return {"grad": grad, "by_lag": by_lag, "by_lag_norms": by_lag_norms, "write_only": write_only,
             "per_step:grad": ps_grad, "per_step:step": ps_step, "per_step:lag": ps_lag}
 
 
@@ -113,7 +121,7 @@ def main(argv=None):
             ref = base["per_step"] if name.startswith("per_step") else base["grad"]
             ratio = timing[name]["median_s"] / ref
             entry["ratio"][name] = ratio
-            verdict = "" if name in ("grad", "per_step:grad", "per_step:lag") else (
+            verdict = "" if name in ("grad", "per_step:grad", "per_step:lag", "write_only") else (
                 "PASS" if ratio <= RATIO_FLOOR else "FAIL")
             rows.append([f"{n}", f"{T}", name, f"{compile_s[name]:.2f}",
                          f"{1e3 * timing[name]['median_s']:.2f}", f"{ratio:.2f}", verdict])
