@@ -176,14 +176,14 @@ def default_batch_size(state_size: int, seeds: int) -> int:
 
 
 def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, method, h1_kind,
-                  per_seed_xs, batch_size, curve, dense, unroll, svd):
+                  per_seed_xs, batch_size, curve, dense, unroll, svd, serial_svd=False):
     """The compiled study. Its LAPACK calls never run two at a time (see ``_cell.init_many``):
 
     * params are drawn seed by seed (``init_many``), so an init's decompositions are unbatched;
     * the only LAPACK call inside the seed loop is the curve's per-step SVD, one after another;
     * the dense matrices' singular values are taken after the loop, in one call, or seed by
-      seed with ``batch_size=1`` (every decomposition unbatched: what a study on several CPU
-      devices needs, since batched LAPACK calls on two CPU devices at once can hang XLA:CPU).
+      seed with ``serial_svd`` or ``batch_size=1`` (unbatched: what several CPU devices running
+      at once need, since batched LAPACK calls on two CPU devices at once can hang XLA:CPU).
     """
     shared_xs = None if per_seed_xs else xs
     S = seeds
@@ -207,14 +207,14 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
     sv = None
     if dense:
         svd_ = lambda M: jnp.linalg.svd(M, compute_uv=False)
-        sv = jax.lax.map(svd_, J) if batch_size == 1 else svd_(J)
+        sv = jax.lax.map(svd_, J) if serial_svd or batch_size == 1 else svd_(J)
     return Spectra(logs, sv)
 
 
 _spectra = cell_jit(
     _spectra_impl,
     static_argnames=("seeds", "steps", "method", "h1_kind", "per_seed_xs", "batch_size", "curve", "dense",
-                     "unroll", "svd"),
+                     "unroll", "svd", "serial_svd"),
 )
 
 
@@ -242,6 +242,7 @@ def spectra(
     dense: bool = True,
     unroll: int = 1,
     svd: bool = True,
+    serial_svd: bool = False,
 ) -> Spectra:
     """Jacobian spectra of ∂h_T/∂h_1 over many random seeds, in one compiled function.
 
@@ -266,6 +267,10 @@ def spectra(
         where the dense matrix leaves the float range).
       unroll: ``lax.scan`` unroll factor.
       svd: how the curve takes each norm (see :func:`rnn_dynamics.jacobian_norms`).
+      serial_svd: take the dense singular values seed by seed (unbatched SVDs) instead of in
+        one batched call. For your own ``shard_map`` over several CPU devices: batched LAPACK
+        calls on two CPU devices at once can hang XLA:CPU (with ``curve=True`` and an exact
+        ``svd``, also pass ``batch_size=1``: the curve's per-step SVDs are batched too).
 
     Returns:
       :class:`Spectra` with ``log10_norms`` (S, T-1) and ``singular_values`` (S, state_size).
@@ -324,7 +329,7 @@ def spectra(
         h1_arr = jnp.asarray(h1, dt)
     out = _spectra(cell, key, h1_arr, params, xs, input_scale, seeds=seeds, steps=steps, method=method,
                    h1_kind=kind, per_seed_xs=per_seed_xs, batch_size=batch_size, curve=bool(curve),
-                   dense=bool(dense), unroll=unroll, svd=bool(svd))
+                   dense=bool(dense), unroll=unroll, svd=bool(svd), serial_svd=bool(serial_svd))
     if dense and not is_traced(out):
         sv = np.asarray(out.singular_values)  # one transfer; the check itself runs in numpy
         bad = ~(np.all(np.isfinite(sv), axis=-1) & (sv[:, 0] > 0))

@@ -39,8 +39,9 @@ divide the device count is padded and the padding dropped. One device or several
 numbers up to float rounding; with ``batch_size=1`` (one seed per chunk everywhere) the singular
 values and Lyapunov exponents are bit for bit the same on CPU (tested with 1 and 4 host devices;
 the curve's log10 differed by at most 2.4e-7 for vanilla cells). On several *CPU* devices (a
-CPU's cores exposed with ``jax_num_cpu_devices``) each device runs its seeds one at a time
-(``batch_size`` 1): batched LAPACK calls on two CPU devices at once can hang XLA:CPU.
+CPU's cores exposed with ``jax_num_cpu_devices``) every SVD is unbatched (batched LAPACK calls
+on two CPU devices at once can hang XLA:CPU): the dense singular values are taken seed by seed,
+and with the curve (``"norms"``) each device runs its seeds one at a time.
 
 Store (folder ``out``)::
 
@@ -383,7 +384,7 @@ def configurations(study) -> list[dict]:
 
 
 def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, init, steps, metrics, k,
-                h1_scale, batch_size, number_batch, mesh):
+                h1_scale, batch_size, serial_svd, number_batch, mesh):
     """Every metric for each row (gain, input_scale) of ``numbers`` (G, 2) and each seed key.
 
     ``key_data`` (S_pad, ...) is laid out over ``mesh``'s seed axis; each device computes its
@@ -406,7 +407,7 @@ def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, init, st
             if "norms" in metrics or "dense" in metrics:
                 sp = spectra(cell, keys[0], seeds=S, steps=steps, params=params, xs=xs,
                              h1=h1 if h1_scale > 0 else None, batch_size=batch_size,
-                             curve="norms" in metrics)
+                             curve="norms" in metrics, serial_svd=serial_svd)
                 if "norms" in metrics:
                     out["log10_norms"] = sp.log10_norms
                 out["singular_values"] = sp.singular_values
@@ -424,7 +425,7 @@ def _group_impl(numbers, key_data, *, kind, inputs, hidden, activation, init, st
 
 
 _STATIC = ("kind", "inputs", "hidden", "activation", "init", "steps", "metrics", "k", "h1_scale", "batch_size",
-           "number_batch", "mesh")
+           "serial_svd", "number_batch", "mesh")
 
 
 @functools.lru_cache(maxsize=None)
@@ -468,10 +469,12 @@ def _run_group(study: Study, shape: dict, numbers, key_data, mesh: Mesh, batch_s
     local = key_data.shape[0] // D
     batch = default_batch_size(cell.state_size, study.seeds) if batch_size is None else batch_size
     batch = min(batch, local)
-    if D > 1 and any(d.platform == "cpu" for d in mesh.devices.flat):
-        # each device runs its seeds one at a time, so every decomposition is unbatched:
-        # batched LAPACK calls on two CPU devices at once can hang XLA:CPU (a (16, 128, 128)
-        # SVD per device did, on 2 cores with 2 devices)
+    serial = D > 1 and any(d.platform == "cpu" for d in mesh.devices.flat)
+    if serial and "norms" in study.metrics:
+        # Every decomposition unbatched: batched LAPACK calls on two CPU devices at once can
+        # hang XLA:CPU (a (16, 128, 128) SVD per device did, on 2 cores with 2 devices). The
+        # curve's per-step SVDs run inside the seed batch, so the seeds go one at a time;
+        # "dense" alone keeps its batch and takes its singular values seed by seed.
         batch = 1
     numbers = np.asarray(numbers, float_dtype())
     fast = (cell.state_size > _MIN_STATE and jax.default_backend() == "cpu"
@@ -480,7 +483,7 @@ def _run_group(study: Study, shape: dict, numbers, key_data, mesh: Mesh, batch_s
         numbers, key_data, kind=shape["cell"], inputs=shape["inputs"], hidden=shape["hidden"],
         activation=shape["activation"] or "tanh", init=shape["init"], steps=shape["steps"],
         metrics=tuple(m for m in METRICS if m in study.metrics), k=study.k, h1_scale=study.h1,
-        batch_size=batch,
+        batch_size=batch, serial_svd=serial,
         number_batch=default_sweep_batch(len(numbers)), mesh=mesh)
 
 

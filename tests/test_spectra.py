@@ -162,6 +162,10 @@ def test_curve_only_dense_only_and_the_norm_fallback():
     curve = rd.spectra(CELL, KEY, seeds=S, steps=T, dense=False)
     dense = rd.spectra(CELL, KEY, seeds=S, steps=T, curve=False, method="jacrev")
     assert curve.singular_values is None and dense.log10_norms is None
+    # seed-by-seed SVDs (what several CPU devices need): the same matrices, the same values
+    serial = rd.spectra(CELL, KEY, seeds=S, steps=T, curve=False, method="jacrev", serial_svd=True)
+    np.testing.assert_allclose(serial.singular_values, dense.singular_values, rtol=1e-6,
+                               atol=1e-6 * float(np.max(dense.singular_values)))
     np.testing.assert_allclose(curve.log10_norms, both.log10_norms, rtol=0, atol=1e-6)
     np.testing.assert_allclose(dense.singular_values, both.singular_values, rtol=1e-4,
                                atol=1e-5 * float(np.max(both.singular_values)))
