@@ -125,7 +125,8 @@ def _h1_kind(cell, h1, seeds):
     if isinstance(h1, (int, float)) and not isinstance(h1, bool):
         check_nonnegative("h1", h1)
         return "scale"
-    h1 = jnp.asarray(h1)
+    if not isinstance(h1, (jax.Array, np.ndarray)):  # a jax array needs no conversion
+        h1 = jnp.asarray(h1)
     if h1.ndim == 0:
         if not is_traced(h1):
             check_nonnegative("h1", float(h1))
@@ -292,7 +293,8 @@ def spectra(
         check_params(cell, params, leading=1)
     per_seed_xs = False
     if xs is not None:
-        xs = jnp.asarray(xs)
+        if not isinstance(xs, jax.Array):  # a jax array needs no conversion (no dispatched copy)
+            xs = jnp.asarray(xs)
         if xs.ndim == 3:
             per_seed_xs = True
             inferred["xs"] = xs.shape[0]
