@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Cell", "Fn", "Hyper", "check_cell", "check_params", "init_many", "split_cell", "merge_cell", "is_hyper_leaf"]
+__all__ = ["Cell", "Fn", "Hyper", "BATCH_KERNELS", "batch_step_of", "check_cell", "check_params", "init_many", "split_cell", "merge_cell", "is_hyper_leaf"]
 
 Params = Any
 
@@ -136,7 +136,8 @@ class Cell(NamedTuple):
     reading only: e.g. ``cell.hyper["gain"]``) and ``batch_step(params, H, X)``: the step for a
     batch of states as rows, H (B, state_size) and X (B, input_size) -> (B, state_size), equal
     to ``jax.vmap(step, (None, 0, 0))`` and only a faster way to write it (training runs it;
-    None: the vmapped ``step``).
+    None: the vmapped ``step``; a factory's batch step is ignored once ``step`` is replaced,
+    so ``cell._replace(step=f)`` trains with ``f``).
 
     Functions may be plain Python callables (a cell built by hand); the factories in
     :mod:`rnn_dynamics.cells` use :class:`Fn` so that equal settings give equal cells.
@@ -154,6 +155,24 @@ class Cell(NamedTuple):
     layers: tuple = ()
     hyper: Any = None
     batch_step: Callable[[Params, jax.Array, jax.Array], jax.Array] | None = None
+
+
+# batch-step kernels and the step kernel each one batches (filled by the factories' module)
+BATCH_KERNELS: dict = {}
+
+
+def batch_step_of(cell):
+    """``cell.batch_step``, or None when it no longer matches ``cell.step``: a library batch step
+    (an :class:`Fn` whose kernel is in ``BATCH_KERNELS``) counts only while the cell's step is
+    the kernel it batches with the same settings, so ``cell._replace(step=f)`` never trains
+    with the old step. A hand-written ``batch_step`` is trusted."""
+    b = cell.batch_step
+    if isinstance(b, Fn) and b.fn in BATCH_KERNELS:
+        s = cell.step
+        if not (isinstance(s, Fn) and s.fn is BATCH_KERNELS[b.fn] and s.static == b.static
+                and s.hyper == b.hyper):
+            return None
+    return b
 
 
 def check_cell(cell) -> None:

@@ -43,7 +43,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import lyapunov as _lyapunov
-from ._cell import Cell, check_cell, split_cell
+from ._cell import Cell, batch_step_of, check_cell, split_cell
 from ._checks import NumericalWarning, check_choice, check_nonnegative, check_positive_int
 from ._compile import cell_jit
 from ._devices import seed_devices
@@ -151,7 +151,7 @@ def predict(model: Model, params, inputs) -> jax.Array:
     h1 = cell.initial_state(cp)
     xs = jnp.swapaxes(inputs, 0, 1).astype(h1.dtype)  # (L, B, m)
     H1 = jnp.broadcast_to(h1, (inputs.shape[0],) + h1.shape)
-    step = cell.batch_step if cell.batch_step is not None else jax.vmap(cell.step, (None, 0, 0))
+    step = batch_step_of(cell) or jax.vmap(cell.step, (None, 0, 0))
     if model.readout == "last":
         hT = jax.lax.scan(lambda h, x: (step(cp, h, x), None), H1, xs)[0]
         return jax.vmap(lambda h: _read(model, params, h[None]))(hT)

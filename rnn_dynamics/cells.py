@@ -57,7 +57,7 @@ import numpy as np
 
 from . import init as _init
 from .init import _scale
-from ._cell import Cell, Fn, Hyper
+from ._cell import BATCH_KERNELS, Cell, Fn, Hyper
 from ._checks import (
     check_choice,
     check_nonnegative,
@@ -160,6 +160,9 @@ def _vanilla_batch_step(static, hp, params, H, X):
     # 9 % faster on a 2-core CPU, benchmarks/train.py)
     (activation,) = static
     return ACTIVATIONS[activation][0](H @ params["W"].T + X @ params["U"].T + params["b"])
+
+
+BATCH_KERNELS[_vanilla_batch_step] = _vanilla_step
 
 
 def _vanilla_bound(static, hp, params):

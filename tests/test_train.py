@@ -173,6 +173,13 @@ def test_batch_step_equals_the_vmapped_step_values_and_gradients():
         g = jax.grad(lambda p: rd.model_loss(model, p, batch))(params)
         g_ref = jax.grad(lambda p: rd.model_loss(ref, p, batch))(params)
         chex.assert_trees_all_close(g, g_ref, rtol=1e-5, atol=1e-6)
+    # a cell whose step was replaced afterwards trains with its new step, not the old batch step
+    cell = rd.cells.vanilla(3, 5, "tanh")
+    other = rd.cells.vanilla(3, 5, "sigmoid")
+    swapped = cell._replace(step=other.step)
+    params = rd.init_model(rd.Model(swapped, 2, "all"), jax.random.key(2))
+    np.testing.assert_allclose(rd.predict(rd.Model(swapped, 2, "all"), params, X),
+                               rd.predict(rd.Model(other, 2, "all"), params, X), rtol=1e-6)
 
 
 def test_lapack_detection_keeps_decompositions_on_one_cpu_device():
