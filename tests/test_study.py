@@ -372,3 +372,35 @@ def test_two_cpu_devices_do_not_hang_on_decompositions(tmp_path):
         print("ok")
     """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=150)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_record_lines_equal_json_dumps_of_each_record():
+    """The column-wise record writer against records built one by one and given to json.dumps,
+    with the edge cases: a zero σ_max, a -inf curve end (an exact zero) and a -inf exponent."""
+    s = study.Study.from_dict(dict(hidden=3, steps=6, seeds=4, metrics=["norms", "lyapunov"], k=2))
+    c = study.configurations(s)[0]
+    rng = np.random.default_rng(0)
+    arrays = {"log10_norms": rng.standard_normal((4, 5)).astype(np.float32),
+              "singular_values": np.sort(np.abs(rng.standard_normal((4, 3))), 1)[:, ::-1].astype(np.float32),
+              "lyapunov": rng.standard_normal((4, 2)).astype(np.float32)}
+    arrays["singular_values"][1, 0] = 0.0
+    arrays["log10_norms"][2, -1] = -np.inf
+    arrays["lyapunov"][3, 0] = -np.inf
+    env = rd.store.environment()
+    cfg = {k: v for k, v in c.items() if k != "id"}
+    cfg.update(seeds=4, seed=s.seed, metrics=list(s.metrics), k=2)
+    expected = []
+    for i in range(4):
+        curve, sv, ex = arrays["log10_norms"][i], arrays["singular_values"][i], arrays["lyapunov"][i]
+        ok = bool(np.all(np.isfinite(sv)) and sv[0] > 0)
+        fin = lambda v: float(v) if np.isfinite(v) else None
+        r = {"config_id": c["id"], "seed_index": i, "study_hash": s.hash,
+             "log10_norm": fin(curve[-1]), "growth_rate": fin(10.0 ** (curve[-1] / 5)),
+             "dense_ok": ok, "log10_sigma_max": fin(np.log10(sv[0])) if ok else None,
+             "log10_sigma_min": fin(np.log10(sv[-1])) if ok else None,
+             "lambda_max": fin(ex[0]), "lyapunov_sum": fin(ex.sum()), "config": cfg,
+             "rnn_dynamics": env["rnn_dynamics"], "jax": env["jax"], "platform": env["platform"],
+             "device_kind": env["device_kind"], "device_count": env["device_count"]}
+        expected.append(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n")
+    with np.errstate(divide="ignore"):
+        assert study._record_lines(s, c, arrays, env) == expected
