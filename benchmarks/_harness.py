@@ -235,6 +235,18 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def cpu_devices(ap: argparse.ArgumentParser, argv, default: int, what: str) -> int:
+    """Add ``--cpu-devices`` (CPU cores exposed as JAX devices) and apply it at once: it must
+    reach ``jax_num_cpu_devices`` before the backend starts (``finish_args`` starts it)."""
+    ap.add_argument("--cpu-devices", type=int, default=default,
+                    help=f"CPU cores exposed as JAX devices (jax_num_cpu_devices): {what}. "
+                         f"Default {default}")
+    n = ap.parse_known_args(argv)[0].cpu_devices
+    if n > 1:
+        jax.config.update("jax_num_cpu_devices", n)
+    return n
+
+
 def finish_args(ap: argparse.ArgumentParser, argv=None):
     args = ap.parse_args(argv)
     if args.repeats < 1:

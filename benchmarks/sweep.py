@@ -108,12 +108,7 @@ def main(argv=None):
     ap.add_argument("--metric", choices=("dense", "norms"), default="dense")
     ap.add_argument("--n", type=int, nargs="*", default=None, help="only these state sizes")
     ap.add_argument("--no-gains", action="store_true", help="skip the 20-gain section")
-    ap.add_argument("--cpu-devices", type=int, default=1,
-                    help="CPU cores exposed as JAX devices (jax_num_cpu_devices): the study "
-                         "shards its seeds over them; the loop runs on one. Default 1")
-    cpu_devices = ap.parse_known_args(argv)[0].cpu_devices
-    if cpu_devices > 1:  # before the backend starts (finish_args starts it)
-        jax.config.update("jax_num_cpu_devices", cpu_devices)
+    H.cpu_devices(ap, argv, 1, "the study shards its seeds over them; the loop runs on one")
     args = H.finish_args(ap, argv)
     # at T = 500 the dense product of a g = 1 tanh network underflows float32 for most seeds;
     # both sides compute it all the same, the warning would only repeat on every call

@@ -40,7 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import rnn_dynamics as rd  # noqa: E402
-from _harness import finish_args, header, log, machine, measure, parser, table, write_json  # noqa: E402
+from _harness import cpu_devices, finish_args, header, log, machine, measure, parser, table, write_json  # noqa: E402
 
 LR = 0.01
 
@@ -107,11 +107,7 @@ def timed_first(thunk):
 
 def main(argv=None):
     ap = parser(__doc__)
-    ap.add_argument("--cpu-devices", type=int, default=os.cpu_count(),
-                    help="CPU cores exposed as JAX devices (jax_num_cpu_devices); default all")
-    cpu_devices = ap.parse_known_args(argv)[0].cpu_devices
-    if cpu_devices > 1:  # before the backend starts (finish_args starts it)
-        jax.config.update("jax_num_cpu_devices", cpu_devices)
+    cpu_devices(ap, argv, os.cpu_count(), "rd.train splits its seeds over them")
     args = finish_args(ap, argv)
     meta = machine()
     print(header(meta))

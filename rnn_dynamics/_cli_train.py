@@ -21,6 +21,10 @@ TASKS = ("adding", "delayed_xor", "temporal_order", "copy", "flip_flop")
 CELLS = ("tanh", "relu", "irnn", "lstm", "gru", "esn")
 
 
+_CPU_DEVICES_HELP = ("CPU cores exposed as JAX devices, so that the seeds train on all of them "
+                     "(rd.train splits its seeds over the devices); 0: every core (default 1)")
+
+
 def register(subparsers) -> None:
     """Add the ``train`` and ``compare`` sub-commands to an argparse sub-parsers object.
 
@@ -67,10 +71,7 @@ def register(subparsers) -> None:
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--out", type=Path, default=Path("rnn_dynamics_train"))
-    t.add_argument("--cpu-devices", type=int, default=1,
-                   help="CPU cores exposed as JAX devices, so that the seeds train on all of "
-                        "them (rd.train splits its seeds over the devices); 0: every core "
-                        "(default 1)")
+    t.add_argument("--cpu-devices", type=int, default=1, help=_CPU_DEVICES_HELP)
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--no-plot", action="store_true")
     t.set_defaults(func=run_train)
@@ -95,10 +96,7 @@ def register(subparsers) -> None:
     c.add_argument("--only", type=str, default=None, help="comma-separated configuration names")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", type=Path, default=Path("rnn_dynamics_compare"))
-    c.add_argument("--cpu-devices", type=int, default=1,
-                   help="CPU cores exposed as JAX devices, so that the seeds train on all of "
-                        "them (rd.train splits its seeds over the devices); 0: every core "
-                        "(default 1)")
+    c.add_argument("--cpu-devices", type=int, default=1, help=_CPU_DEVICES_HELP)
     c.add_argument("--no-plot", action="store_true")
     c.set_defaults(func=run_compare)
 

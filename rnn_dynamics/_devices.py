@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 
-__all__ = ["LAPACK_PRIMITIVES", "uses_lapack", "seed_devices"]
+__all__ = ["LAPACK_PRIMITIVES", "uses_lapack", "several_cpu", "seed_devices"]
 
 # primitives that jaxlib lowers to LAPACK/BLAS custom calls on CPU
 LAPACK_PRIMITIVES = frozenset({
@@ -46,6 +46,12 @@ def uses_lapack(jaxpr) -> bool:
     return False
 
 
+def several_cpu(devices) -> bool:
+    """Whether ``devices`` (an iterable) are several and include a CPU: the hazard above."""
+    devices = tuple(devices)
+    return len(devices) > 1 and any(d.platform == "cpu" for d in devices)
+
+
 def seed_devices(devices, seeds: int, jaxpr_fn) -> tuple | None:
     """The devices to split ``seeds`` over, or None for one device.
 
@@ -64,6 +70,6 @@ def seed_devices(devices, seeds: int, jaxpr_fn) -> tuple | None:
     if len(devices) < 2 or seeds < 2:
         return None
     devices = devices[:seeds]
-    if any(d.platform == "cpu" for d in devices) and uses_lapack(jaxpr_fn()):
+    if several_cpu(devices) and uses_lapack(jaxpr_fn()):
         return None
     return devices

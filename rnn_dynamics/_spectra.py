@@ -183,8 +183,8 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
     * params are drawn seed by seed (``init_many``), so an init's decompositions are unbatched;
     * the only LAPACK call inside the seed loop is the curve's per-step SVD, one after another;
     * the dense matrices' singular values are taken after the loop, in one call, or seed by
-      seed with ``serial_svd`` or ``batch_size=1`` (unbatched: what several CPU devices running
-      at once need, since batched LAPACK calls on two CPU devices at once can hang XLA:CPU).
+      seed with ``serial_svd`` (unbatched: what several CPU devices running at once need,
+      since batched LAPACK calls on two CPU devices at once can hang XLA:CPU).
     """
     shared_xs = None if per_seed_xs else xs
     S = seeds
@@ -208,7 +208,7 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
     sv = None
     if dense:
         svd_ = lambda M: jnp.linalg.svd(M, compute_uv=False)
-        sv = jax.lax.map(svd_, J) if serial_svd or batch_size == 1 else svd_(J)
+        sv = jax.lax.map(svd_, J) if serial_svd else svd_(J)
     return Spectra(logs, sv)
 
 

@@ -443,6 +443,9 @@ def _vmap_seeds(f, *args):
 _chunk_jit = cell_jit(_chunk, static_argnames=("spec", "length"))
 
 
+_SEEDS = "seeds"  # the mesh axis the seeds are split over
+
+
 def _chunk_sharded(cell, params, opt_state, skipped, seed_keys, data, step0, *, spec, length,
                    mesh):
     """:func:`_chunk` with the seed axis split over ``mesh``'s devices (axis "seeds"; every
@@ -456,7 +459,6 @@ def _chunk_sharded(cell, params, opt_state, skipped, seed_keys, data, step0, *, 
 
 
 _chunk_sharded_jit = cell_jit(_chunk_sharded, static_argnames=("spec", "length", "mesh"))
-_SEEDS = "seeds"
 
 
 def _train_mesh(devices, cell, params, opt_state, skipped, seed_keys, data, spec, length):
