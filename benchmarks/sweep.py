@@ -55,9 +55,9 @@ def _compute_thunk(cfg):
     from rnn_dynamics import study as _st
 
     s = _st.Study.from_dict(cfg)
-    mesh = _st._mesh()
-    key_data = _st._seed_keys(s, mesh)
     ((shape, group, size),) = list(_st._groups(s, _st.configurations(s), 16))
+    mesh = _st._shape_mesh(_st._mesh(), _st._probe(shape).state_size)  # the devices run() uses
+    key_data = _st._seed_keys(s, mesh)
     rows = _st._group_rows(group, size)  # padded to the group size, as run() pads it
     return lambda: _st._gather(_st._run_group(s, shape, rows, key_data, mesh))
 
@@ -107,6 +107,7 @@ def main(argv=None):
     ap = H.parser(__doc__)
     ap.add_argument("--metric", choices=("dense", "norms"), default="dense")
     ap.add_argument("--n", type=int, nargs="*", default=None, help="only these state sizes")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="only these seed counts")
     ap.add_argument("--no-gains", action="store_true", help="skip the 20-gain section")
     H.cpu_devices(ap, argv, 1, "the study shards its seeds over them; the loop runs on one")
     args = H.finish_args(ap, argv)
@@ -123,6 +124,8 @@ def main(argv=None):
         gn, gT, gS, G = 64, 300, 32, 20
     if args.n:
         sizes = tuple(n for n in sizes if n in args.n)
+    if args.seeds:
+        seed_counts = tuple(S for S in seed_counts if S in args.seeds)
     rows, out = [], {"machine": meta, "quick": args.quick, "seeds": [], "gains": {}}
     rates = {n: matmul_rate(n, T - 1) for n in sizes}
     out["matmul_gflops"] = rates

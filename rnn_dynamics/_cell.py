@@ -50,8 +50,19 @@ def _tree_key(tree):
     return treedef, tuple(_leaf_key(x) if is_hyper_leaf(x) else x for x in leaves)
 
 
+def _read_only(self, *args, **kwargs):
+    raise TypeError(
+        "Hyper: a cell's hyperparameters are read-only (the cell is a value); build a new cell "
+        "with the factory, e.g. rd.cells.vanilla(..., gain=2.0)."
+    )
+
+
 class Hyper(dict):
-    """A cell's numeric hyperparameters: a dict that hashes and compares by value (a pytree)."""
+    """A cell's numeric hyperparameters: a read-only dict that hashes and compares by value (a
+    pytree)."""
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
 
     def __hash__(self):
         return hash(_tree_key(dict(self)))
@@ -190,16 +201,32 @@ class _Static(NamedTuple):
     leaves: tuple
 
 
+# the last few cells split, by identity: {id(cell): (cell, static, hyper)}. A cell is an
+# immutable value (a NamedTuple of Fn objects and read-only Hyper dicts), so its split never
+# changes; holding the cell keeps its id from being reused. Cells with traced numbers are
+# never kept (a tracer must not outlive its trace).
+_SPLITS: dict = {}
+_SPLITS_MAX = 32
+
+
 def split_cell(cell: Cell):
     """``(static, hyper)``: the cell's structure (hashable) and its numbers (a list of leaves).
 
     ``merge_cell(*split_cell(cell))`` rebuilds the cell; jit with ``static`` static and
-    ``hyper`` as data compiles once for every value of the numbers.
+    ``hyper`` as data compiles once for every value of the numbers. The split of a cell seen
+    recently is reused (flattening a factory's cell costs tens of microseconds per call).
     """
+    hit = _SPLITS.get(id(cell))
+    if hit is not None and hit[0] is cell:
+        return hit[1], list(hit[2])
     leaves, treedef = jax.tree_util.tree_flatten(cell)
     dyn = [x if is_hyper_leaf(x) else None for x in leaves]
-    static = tuple(None if is_hyper_leaf(x) else x for x in leaves)
-    return _Static(treedef, static), dyn
+    static = _Static(treedef, tuple(None if is_hyper_leaf(x) else x for x in leaves))
+    if not any(isinstance(x, jax.core.Tracer) for x in dyn):
+        if len(_SPLITS) >= _SPLITS_MAX:
+            _SPLITS.pop(next(iter(_SPLITS)), None)
+        _SPLITS[id(cell)] = (cell, static, tuple(dyn))
+    return static, dyn
 
 
 def merge_cell(static: _Static, hyper) -> Cell:

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
                    help="configurations per compiled call at most (default 16)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    s.add_argument("--cpu-devices", type=int, default=1,
+                   help="CPU cores exposed as JAX devices, so that the seeds of small shapes run on "
+                        "all of them (larger shapes use one device, whose matmuls already use "
+                        "every core); 0: every core (default 1)")
     s.set_defaults(func=run)
     p = subparsers.add_parser(
         "plot",
@@ -97,6 +101,9 @@ def run(args) -> int:
         print("\ninterrupt: finishing the group in flight, then stopping (Ctrl-C again to stop "
               "at once).", file=sys.stderr, flush=True)
 
+    from ._cli_train import _use_cpu_devices
+
+    _use_cpu_devices(args.cpu_devices)
     try:
         cfg = study.load_config(args.config)
         if args.group_size < 1:

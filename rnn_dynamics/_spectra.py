@@ -205,11 +205,15 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
     if h1_kind != "per_seed":
         h1 = jnp.broadcast_to(h1, (S,) + jnp.shape(h1))
     logs, J = jax.lax.map(one, (keys, h1, params, xs if per_seed_xs else None), batch_size=batch_size)
-    sv = None
+    sv = bad = None
     if dense:
         svd_ = lambda M: jnp.linalg.svd(M, compute_uv=False)
         sv = jax.lax.map(svd_, J) if serial_svd else svd_(J)
-    return Spectra(logs, sv)
+        # seeds whose dense matrix left the float range, counted here so that a top-level call
+        # reads one scalar back (a transfer and six numpy operations on the host cost ~0.2 ms
+        # per call after a computation); unused (and removed by XLA) under a user's trace
+        bad = jnp.sum(~(jnp.all(jnp.isfinite(sv), axis=-1) & (sv[:, 0] > 0)), dtype=jnp.int32)
+    return Spectra(logs, sv), bad
 
 
 _spectra = cell_jit(
@@ -329,16 +333,16 @@ def spectra(
         h1_arr = h1
     else:
         h1_arr = jnp.asarray(h1, dt)
-    out = _spectra(cell, key, h1_arr, params, xs, input_scale, seeds=seeds, steps=steps, method=method,
-                   h1_kind=kind, per_seed_xs=per_seed_xs, batch_size=batch_size, curve=bool(curve),
-                   dense=bool(dense), unroll=unroll, svd=bool(svd), serial_svd=bool(serial_svd))
-    if dense and not is_traced(out):
-        sv = np.asarray(out.singular_values)  # one transfer; the check itself runs in numpy
-        bad = ~(np.all(np.isfinite(sv), axis=-1) & (sv[:, 0] > 0))
-        if bad.any():
+    out, bad = _spectra(cell, key, h1_arr, params, xs, input_scale, seeds=seeds, steps=steps,
+                        method=method, h1_kind=kind, per_seed_xs=per_seed_xs, batch_size=batch_size,
+                        curve=bool(curve), dense=bool(dense), unroll=unroll, svd=bool(svd),
+                        serial_svd=bool(serial_svd))
+    if dense and not isinstance(bad, jax.core.Tracer):
+        bad = int(np.asarray(bad))  # one scalar read back: waits for the computation
+        if bad:
             warnings.warn(
                 f"The dense ∂h_T/∂h_1 left the range of {out.singular_values.dtype} for "
-                f"{int(bad.sum())} of {seeds} seeds (their singular_values are 0 or non-finite); "
+                f"{bad} of {seeds} seeds (their singular_values are 0 or non-finite); "
                 f"log10_norms is unaffected. {FIX}",
                 NumericalWarning,
                 stacklevel=2,

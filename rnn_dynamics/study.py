@@ -39,15 +39,19 @@ divide the device count is padded and the padding dropped. One device or several
 numbers up to float rounding; with ``batch_size=1`` (one seed per chunk everywhere) the singular
 values and Lyapunov exponents are bit for bit the same on CPU (tested with 1 and 4 host devices;
 the curve's log10 differed by at most 2.4e-7 for vanilla cells). On several *CPU* devices (a
-CPU's cores exposed with ``jax_num_cpu_devices``) every SVD is unbatched (batched LAPACK calls
-on two CPU devices at once can hang XLA:CPU): the dense singular values are taken seed by seed,
-and with the curve (``"norms"``) each device runs its seeds one at a time.
+CPU's cores exposed with ``jax_num_cpu_devices``, or ``rnn-dynamics sweep --cpu-devices``) only
+shapes with a state of at most 64 are split over them; larger ones run on the first device,
+whose matmuls already use every core (the measurements are in ``_shape_mesh``; each record's
+``device_count`` says how many devices its configuration ran on). There every SVD is unbatched
+(batched LAPACK calls on two CPU devices at once can hang XLA:CPU): the dense singular values
+are taken seed by seed, and with the curve (``"norms"``) each device runs its seeds one at a time.
 
 Store (folder ``out``)::
 
     study.json        schema "rnn_dynamics.study", schema_version, the full config, its hash
     results.jsonl     one record per (configuration, seed): every scalar metric, the full
-                      configuration, the seed index, library and jax versions, device kind/count
+                      configuration, the seed index, library and jax versions, device kind and
+                      the number of devices the configuration ran on
     arrays/<id>.npz   per configuration: log10_norms (S, T-1) ("norms"), singular_values
                       (S, n) ("norms", "dense"), lyapunov (S, k) ("lyapunov")
 
@@ -441,6 +445,25 @@ def _mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), (_AXIS,))
 
 
+def _shape_mesh(mesh: Mesh, state_size: int) -> Mesh:
+    """The mesh a shape's groups run on: ``mesh``, except on several CPU devices of one process
+    (a CPU's cores exposed as devices) for state sizes above 64, which run on the first device
+    alone. Above n = 64 the library compiles without XLA's YNNPACK dots and XLA's own dots
+    already use every core, so splitting the seeds over the cores only makes them compete:
+    measured on a 2-core AMD EPYC (T = 500, dense, 8 / 64 seeds, study against a loop of
+    jitted one-seed calls) n = 128 ran at 1.31 / 1.34x the loop on two devices against 1.62 /
+    1.48x on one, n = 256 at 1.00 / 1.12x against 1.22 / 1.14x. Up to n = 64 the seeds'
+    matmuls are too small to fill the cores, and two devices run them side by side."""
+    if (state_size > _MIN_STATE and jax.process_count() == 1 and several_cpu(mesh.devices.flat)):
+        return _one_device_mesh(mesh.devices.flat[0])
+    return mesh
+
+
+@functools.lru_cache(maxsize=8)
+def _one_device_mesh(device) -> Mesh:
+    return Mesh(np.asarray([device]), (_AXIS,))
+
+
 @functools.lru_cache(maxsize=64)
 def _key_data(seed: int, seeds: int, impl: str) -> np.ndarray:
     """``key_data(split(key(seed), seeds))`` as a read-only numpy array. A pure function of its
@@ -453,10 +476,16 @@ def _key_data(seed: int, seeds: int, impl: str) -> np.ndarray:
 
 def _seed_keys(study: Study, mesh: Mesh):
     """The seed keys' data, padded to a multiple of the device count and laid out on ``mesh``."""
+    return _laid_out_keys(study.seed, study.seeds, str(jax.config.jax_default_prng_impl), mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _laid_out_keys(seed: int, S: int, impl: str, mesh: Mesh):
+    """A pure function of its arguments, cached (an immutable device array): laying the keys
+    out again costs ~0.25 ms per study on a 2-core CPU."""
     D = mesh.devices.size
-    S = study.seeds
     pad = -S % D
-    data = _key_data(study.seed, S, str(jax.config.jax_default_prng_impl))
+    data = _key_data(seed, S, impl)
     if pad:
         data = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)])
     sharding = NamedSharding(mesh, P(_AXIS))
@@ -588,15 +617,28 @@ def _column(values) -> list:
     return [x if math.isfinite(x) else None for x in np.asarray(values, float).tolist()]
 
 
-def _record_lines(study: Study, config: dict, arrays: dict, env: dict) -> list[str]:
-    """One record per seed, as JSON lines, built column-wise: the configuration is converted and
-    encoded once and spliced into every seed's line (64 seeds with every metric: 0.41 ms against
-    1.73 ms for one conversion and ``json.dumps`` per record)."""
+def _record_frame(study: Study, config: dict, env: dict) -> tuple[str, str]:
+    """The parts of a configuration's record lines that hold no result: the text before the seed
+    index and the text after the metrics. Built while the configuration computes."""
     cfg = {k: v for k, v in config.items() if k != "id"}
     cfg.update(seeds=study.seeds, seed=study.seed, metrics=list(study.metrics), k=study.k)
     if study.h1:
         cfg["h1"] = study.h1
     cfg_text = json.dumps(_store.to_json(cfg), allow_nan=False, separators=(",", ":"))
+    env_text = json.dumps(_store.to_json(dict(
+        rnn_dynamics=env["rnn_dynamics"], jax=env["jax"], platform=env["platform"],
+        device_kind=env["device_kind"], device_count=env["device_count"])),
+        allow_nan=False, separators=(",", ":"))
+    head = '{"config_id":' + json.dumps(config["id"]) + ',"seed_index":'
+    tail = ',"config":' + cfg_text + "," + env_text[1:] + "\n"
+    return head, tail
+
+
+def _record_lines(study: Study, frame: tuple[str, str], arrays: dict) -> list[str]:
+    """One record per seed, as JSON lines, built column-wise: the configuration's text (its
+    ``frame``, from :func:`_record_frame`) is spliced into every seed's line and each metric is
+    converted once for all seeds (64 seeds with every metric: 0.41 ms against 1.73 ms for one
+    conversion and ``json.dumps`` per record)."""
     S = study.seeds
     cols: dict = {}
     if "log10_norms" in arrays:
@@ -618,32 +660,27 @@ def _record_lines(study: Study, config: dict, arrays: dict, env: dict) -> list[s
         ex = np.asarray(arrays["lyapunov"])[:S]
         cols["lambda_max"] = _column(ex[:, 0])
         cols["lyapunov_sum"] = _column(ex.sum(axis=1))
-    env_text = json.dumps(_store.to_json(dict(
-        rnn_dynamics=env["rnn_dynamics"], jax=env["jax"], platform=env["platform"],
-        device_kind=env["device_kind"], device_count=env["device_count"])),
-        allow_nan=False, separators=(",", ":"))
-    head = '{"config_id":' + json.dumps(config["id"]) + ',"seed_index":'
-    hash_text = ',"study_hash":' + json.dumps(study.hash)
-    tail = ',"config":' + cfg_text + "," + env_text[1:] + "\n"
+    head, tail = frame
+    head_hash = ',"study_hash":' + json.dumps(study.hash)
     names = [(',"' + name + '":', col) for name, col in cols.items()]
     # the text json.dumps gives for the same dict (finite floats by repr), a line at a time
-    lines = [head + str(i) + hash_text + "".join(k + _json_scalar(col[i]) for k, col in names) + tail
-             for i in range(S)]
-    return lines
+    return [head + str(i) + head_hash + "".join(k + _json_scalar(col[i]) for k, col in names) + tail
+            for i in range(S)]
 
 
-def _save_group(out: Path, study: Study, group: list[dict], outputs: dict, env: dict) -> None:
+def _save_group(out: Path, study: Study, group: list[dict], outputs: dict, frames: list) -> None:
     """Arrays first (temporary file, then ``os.replace``), then the group's records in one
     append. No fsync: a killed process loses nothing the kernel has accepted, and after a crash
     of the machine itself :func:`_recover` checks every finished configuration's records and
-    arrays, so a torn write is recomputed, never read."""
+    arrays, so a torn write is recomputed, never read. ``frames``: each configuration's
+    :func:`_record_frame`."""
     lines = []
-    for j, c in enumerate(group):
+    seed_index = np.arange(study.seeds)
+    for j, (c, frame) in enumerate(zip(group, frames)):
         arrays = {name: v[j, :study.seeds] for name, v in outputs.items()}
-        buf = io.BytesIO()  # zipfile's many small writes and seeks go to memory: one write to disk
-        np.savez(buf, seed_index=np.arange(study.seeds), **arrays)
-        _store.write_bytes_atomic(out / "arrays" / f"{c['id']}.npz", buf.getbuffer(), sync=False)
-        lines += _record_lines(study, c, arrays, env)
+        data = _store.npz_bytes({"seed_index": seed_index, **arrays})
+        _store.write_bytes_atomic(out / "arrays" / f"{c['id']}.npz", data, sync=False)
+        lines += _record_lines(study, frame, arrays)
     with open(out / "results.jsonl", "a", encoding="utf-8") as f:  # one write
         f.write("".join(lines))
 
@@ -720,7 +757,6 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
         done = {c["id"] for c, d in zip(configs, mask) if d}
     todo = [c for c in configs if c["id"] not in done]
     mesh = _mesh()
-    key_data = _seed_keys(study, mesh)
     groups = iter(_groups(study, todo, group_size))
 
     def launch():
@@ -732,7 +768,9 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
             return None
         shape, group, size = item
         rows = _group_rows(group, size)
-        return group, time.perf_counter(), _run_group(study, shape, rows, key_data, mesh, batch_size)
+        m = _shape_mesh(mesh, _probe(shape).state_size)
+        raw = _run_group(study, shape, rows, _seed_keys(study, m), m, batch_size)
+        return group, time.perf_counter(), m.devices.size, raw
 
     # One group computes at a time; the host's work overlaps it: the manifest and the folder
     # while the first group runs, each group's checks and writes while the next one runs.
@@ -752,7 +790,10 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
     finished = len(configs) - len(todo)
     try:
         while pending is not None:
-            group, t0, raw = pending
+            group, t0, n_devices, raw = pending
+            if writer:
+                group_env = env if n_devices == env["device_count"] else {**env, "device_count": n_devices}
+                frames = [_record_frame(study, c, group_env) for c in group]
             outputs = _gather(raw)  # waits for this group's computation
             pending = launch()
             outputs = {name: v[:len(group)] for name, v in outputs.items()}
@@ -768,7 +809,7 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
                 ex = outputs["lyapunov"][:, :study.seeds]
                 bad_lyap += int(np.sum(~np.all(np.isfinite(ex) | (ex == -np.inf), -1)))
             if writer:
-                _save_group(out, study, group, outputs, env)
+                _save_group(out, study, group, outputs, frames)
             finished += len(group)
             secs = time.perf_counter() - t0
             bar.set_postfix(seeds_per_s=f"{len(group) * study.seeds / max(secs, 1e-9):.1f}")

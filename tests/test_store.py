@@ -105,3 +105,26 @@ def test_save_jsonl_writes_strict_json_lines_atomically(tmp_path):
     store.save_jsonl(path, [{"a": 2}])  # a rewrite replaces the whole file
     assert store.read_jsonl(path) == [{"a": 2}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]  # no temporary left
+
+
+def test_npz_bytes_reads_back_with_np_load_and_matches_np_savez_members():
+    import io
+    import zipfile
+
+    arrays = {"seed_index": np.arange(5), "sv": np.linspace(3, 0, 10, dtype=np.float32).reshape(5, 2),
+              "empty": np.zeros((0, 3)), "edge": np.array([[1.5, np.nan], [np.inf, -0.0]]),
+              "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)), "flag": np.array([True, False])}
+    data = store.npz_bytes(arrays)
+    assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None  # every member's CRC checks out
+    with np.load(io.BytesIO(data)) as z:
+        assert list(z.keys()) == list(arrays)
+        for name, a in arrays.items():
+            assert z[name].dtype == a.dtype and z[name].shape == a.shape
+            np.testing.assert_array_equal(z[name], a)
+    ref = io.BytesIO()
+    np.savez(ref, **arrays)
+    ours, theirs = zipfile.ZipFile(io.BytesIO(data)), zipfile.ZipFile(ref)
+    assert ours.namelist() == theirs.namelist()
+    assert all(ours.read(n) == theirs.read(n) for n in ours.namelist())
+    with pytest.raises(TypeError, match="'o' holds Python objects"):
+        store.npz_bytes({"o": np.array([{}], dtype=object)})

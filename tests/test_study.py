@@ -356,19 +356,21 @@ def test_cli_sweep_then_plot(tmp_path, capsys):
     assert "holds a different study" in capsys.readouterr().err
 
 
-def test_two_cpu_devices_do_not_hang_on_decompositions(tmp_path):
-    """Batched LAPACK calls on two CPU devices at once hung XLA:CPU (a dense n = 128 study with
-    16 seeds on 2 host devices sat at 0% CPU); each CPU device now runs its seeds one at a time."""
+def test_two_cpu_devices_do_not_hang_on_decompositions_and_large_shapes_use_one(tmp_path):
+    """Batched LAPACK calls on two CPU devices at once hung XLA:CPU (a dense n = 64 or 128 study
+    with 16 seeds on 2 host devices sat at 0% CPU); each CPU device now takes its SVDs one at a
+    time. Shapes above n = 64 run on one device (whose dots use every core), and say so."""
     out = tmp_path / "two"
     proc = _sub(f"""
         import jax, numpy as np
         from rnn_dynamics import study
         assert jax.device_count() == 2
-        cfg = dict(cell="vanilla", hidden=128, steps=20, gain=[1.0, 1.5], seeds=16,
+        cfg = dict(cell="vanilla", hidden=[64, 65], steps=20, gain=[1.0, 1.5], seeds=16,
                    metrics=["dense"])
         study.run(cfg, {str(out)!r}, progress=False)
         res = study.read({str(out)!r})
-        assert {{r["device_count"] for r in res["records"]}} == {{2}}
+        used = {{(r["config"]["hidden"], r["device_count"]) for r in res["records"]}}
+        assert used == {{(64, 2), (65, 1)}}, used
         print("ok")
     """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=150)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
@@ -403,4 +405,4 @@ def test_record_lines_equal_json_dumps_of_each_record():
              "device_kind": env["device_kind"], "device_count": env["device_count"]}
         expected.append(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n")
     with np.errstate(divide="ignore"):
-        assert study._record_lines(s, c, arrays, env) == expected
+        assert study._record_lines(s, study._record_frame(s, c, env), arrays) == expected

@@ -46,6 +46,30 @@ def test_equal_settings_give_equal_cells_and_one_compilation(traces):
     assert traces["n"] > first
 
 
+def test_hyperparameters_are_read_only_and_a_reused_split_holds_no_tracer():
+    """Splits are reused by the cell's identity, which is sound only while a cell cannot change
+    (a mutated gain would otherwise keep its old split) and a traced cell is never kept."""
+    from rnn_dynamics import _cell
+
+    cell = rd.cells.vanilla(2, 5, gain=1.5)
+    for mutate in (lambda h: h.__setitem__("gain", 3.0), lambda h: h.update(gain=3.0),
+                   lambda h: h.pop("gain"), lambda h: h.clear()):
+        with pytest.raises(TypeError, match="Hyper: a cell's hyperparameters are read-only"):
+            mutate(cell.hyper)
+    assert cell.hyper["gain"] == 1.5
+    static, hyper = _cell.split_cell(cell)
+    again = _cell.split_cell(cell)
+    assert again[0] is static and again[1] == hyper and again[1] is not hyper  # a fresh list
+    assert _cell.merge_cell(*again) == cell
+
+    def f(g):
+        return rd.spectra(rd.cells.vanilla(2, 5, gain=g), jax.random.key(0), seeds=2, steps=4).log10_norm
+
+    jax.vmap(f)(jnp.array([0.5, 1.0]))
+    kept = [x for _, _, dyn in _cell._SPLITS.values() for x in dyn]
+    assert kept and not any(isinstance(x, jax.core.Tracer) for x in kept)
+
+
 def test_twenty_gain_vmapped_sweep_is_one_trace_and_equals_per_gain_calls(traces):
     key = jax.random.key(3)
     gains = jnp.linspace(0.3, 1.2, 20)
