@@ -64,6 +64,9 @@ class Hyper(dict):
     __setitem__ = __delitem__ = __ior__ = _read_only
     update = pop = popitem = clear = setdefault = _read_only
 
+    def __reduce__(self):  # copy and pickle rebuild it whole (never item by item)
+        return (Hyper, (dict(self),))
+
     def __hash__(self):
         return hash(_tree_key(dict(self)))
 

@@ -224,7 +224,10 @@ _spectra = cell_jit(
 
 
 def _leading(name, tree, what):
-    sizes = {int(np.shape(a)[0]) if np.ndim(a) else None for a in jax.tree_util.tree_leaves(tree)}
+    sizes = set()
+    for a in jax.tree_util.tree_leaves(tree):
+        shape = a.shape if isinstance(a, jax.Array) else np.shape(a)  # no numpy call per array
+        sizes.add(int(shape[0]) if shape else None)
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"{name}: expected {what} with one leading seed axis on every leaf, got leading "
                          f"sizes {sorted(s for s in sizes if s is not None)}.")

@@ -57,6 +57,11 @@ def test_hyperparameters_are_read_only_and_a_reused_split_holds_no_tracer():
         with pytest.raises(TypeError, match="Hyper: a cell's hyperparameters are read-only"):
             mutate(cell.hyper)
     assert cell.hyper["gain"] == 1.5
+    import copy
+    import pickle
+
+    for twin in (copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))):  # rebuilt whole
+        assert twin == cell and isinstance(twin.hyper, _cell.Hyper)
     static, hyper = _cell.split_cell(cell)
     again = _cell.split_cell(cell)
     assert again[0] is static and again[1] == hyper and again[1] is not hyper  # a fresh list
