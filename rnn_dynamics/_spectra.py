@@ -212,7 +212,7 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
         # seeds whose dense matrix left the float range, counted here so that a top-level call
         # reads one scalar back (a transfer and six numpy operations on the host cost ~0.2 ms
         # per call after a computation); unused (and removed by XLA) under a user's trace
-        bad = jnp.sum(~(jnp.all(jnp.isfinite(sv), axis=-1) & (sv[:, 0] > 0)), dtype=jnp.int32)
+        bad = jnp.sum(~Spectra(logs, sv).dense_ok, dtype=jnp.int32)
     return Spectra(logs, sv), bad
 
 

@@ -88,7 +88,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -792,8 +791,7 @@ def run(study, out, *, progress: bool | None = None, group_size: int = 16,
         while pending is not None:
             group, t0, n_devices, raw = pending
             if writer:
-                group_env = env if n_devices == env["device_count"] else {**env, "device_count": n_devices}
-                frames = [_record_frame(study, c, group_env) for c in group]
+                frames = [_record_frame(study, c, {**env, "device_count": n_devices}) for c in group]
             outputs = _gather(raw)  # waits for this group's computation
             pending = launch()
             outputs = {name: v[:len(group)] for name, v in outputs.items()}
