@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Cell", "Fn", "Hyper", "BATCH_KERNELS", "batch_step_of", "check_cell", "check_params", "init_many", "split_cell", "merge_cell", "is_hyper_leaf"]
+__all__ = ["Cell", "Fn", "Hyper", "BATCH_KERNELS", "JACOBIAN_KERNELS", "batch_step_of", "jacobian_kernel_of", "check_cell", "check_params", "init_many", "split_cell", "merge_cell", "is_hyper_leaf"]
 
 Params = Any
 
@@ -173,6 +173,19 @@ class Cell(NamedTuple):
 
 # batch-step kernels and the step kernel each one batches (filled by the factories' module)
 BATCH_KERNELS: dict = {}
+
+# step kernel -> a kernel for the transposed dense Jacobian (∂h_T/∂h_1)ᵀ of that step, called as
+# ``kernel(static, hyper, params, h1, xs, unroll)`` (filled by the factories' module)
+JACOBIAN_KERNELS: dict = {}
+
+
+def jacobian_kernel_of(cell):
+    """``f(params, h1, xs, unroll) -> (∂h_T/∂h_1)ᵀ`` written for this cell's step, or None (a
+    cell whose step is not a library kernel, e.g. after ``cell._replace(step=f)``)."""
+    s = cell.step
+    if isinstance(s, Fn) and s.fn in JACOBIAN_KERNELS:
+        return functools.partial(JACOBIAN_KERNELS[s.fn], s.static, s.hyper)
+    return None
 
 
 def batch_step_of(cell):

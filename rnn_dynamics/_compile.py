@@ -66,8 +66,8 @@ def cell_jit(fun=None, *, static_argnames=()):
     plain = jax.jit(inner, static_argnums=0, static_argnames=static_argnames)
     fast = jax.jit(inner, static_argnums=0, static_argnames=static_argnames, compiler_options=_NO_YNN)
 
-    @functools.wraps(fun)
-    def call(cell, *args, **kwargs):
+    def resolve(cell, *args, **kwargs):
+        """``(jitted, static, hyper)``: what ``call`` runs as ``jitted(static, hyper, *args, **kwargs)``."""
         check_cell(cell)
         static, hyper = split_cell(cell)
         if (
@@ -76,9 +76,15 @@ def cell_jit(fun=None, *, static_argnames=()):
             and not _under_trace()
             and _option_supported(jax.default_backend())
         ):
-            return fast(static, hyper, *args, **kwargs)
-        return plain(static, hyper, *args, **kwargs)
+            return fast, static, hyper
+        return plain, static, hyper
+
+    @functools.wraps(fun)
+    def call(cell, *args, **kwargs):
+        jitted, static, hyper = resolve(cell, *args, **kwargs)
+        return jitted(static, hyper, *args, **kwargs)
 
     call.plain = plain
     call.fast = fast
+    call.resolve = resolve
     return call

@@ -18,6 +18,16 @@ against finite differences and against closed forms):
     accumulated in a scan. For a vanilla cell XLA hoists the ``W @ I`` out of the loop, so it
     costs about as much as forward mode.
 
+``"auto"`` (the default) picks by size: up to n = 64 the cell's own Jacobian kernel where it has
+one, else jacrev; above 64 jacfwd. Vanilla cells (and so ``linear`` and ``irnn``) have a kernel:
+one loop with the tangents as rows, Q_t = Q_{t-1} Wᵀ diag(φ'(a_t)) = (J_t ⋯ J_2)ᵀ, with Wᵀ laid
+out once before the loop so that each step's product is a plain (n, n)·(n, n) one (jacrev needs
+a second loop; jacfwd's W @ Q and a vmapped jvp's Q @ Wᵀ with W in place run slower on
+XLA:CPU's YNNPACK dots at these sizes), and h_t computed as the step computes it (the same
+trajectory as :func:`rnn_dynamics.rollout`'s). Tests check it against numpy's product of
+diag(φ'(a_t)) W, against jacrev and, for gradients, against finite differences. A cell whose
+step is replaced (``cell._replace(step=f)``) uses the generic methods.
+
 Which is fastest depends on the size (benchmarks/README.md has the measured tables): jacrev
 stores the trajectory (T·n memory), jacfwd does not, so prefer jacfwd for long horizons. On
 CPU with n > 64, top-level calls (not under a user's jit) compile without XLA's YNNPACK dots
@@ -28,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._cell import check_cell
+from ._cell import check_cell, jacobian_kernel_of
 from ._checks import check_choice, warn_if_degenerate, warn_if_nan_logs, warn_if_norms_lost
 from ._compile import cell_jit
 from ._rollout import _final, _states, check_args
@@ -37,16 +47,20 @@ from ._tangent import normalize, push
 __all__ = ["METHODS", "jacobian", "step_jacobians", "jacobian_norms"]
 
 METHODS = ("jacfwd", "jacrev", "product")
-AUTO_REVERSE_MAX = 64  # "auto" picks jacrev up to this state size, jacfwd above
+AUTO_REVERSE_MAX = 64  # "auto" picks a cell's kernel or jacrev up to this state size, jacfwd above
 
 
-def resolve_method(method: str, state_size: int) -> str:
-    """``"auto"`` -> ``"jacrev"`` for state_size ≤ 64 (less per-step overhead: 112 against
-    83 GF/s at n = 32 on a 2-core CPU, benchmarks/README.md), else ``"jacfwd"`` (no stored
-    trajectory, and the faster one from n = 128 on); any other method is returned checked."""
+def resolve_method(method: str, state_size: int, cell=None) -> str:
+    """``"auto"`` -> for state_size ≤ 64 the cell's own Jacobian kernel where it has one
+    (``"kernel"``: vanilla cells, one loop of plain products), else ``"jacrev"`` (less per-step
+    overhead than jacfwd: 112 against 83 GF/s at n = 32 on a 2-core CPU, benchmarks/README.md);
+    above 64 ``"jacfwd"`` (no stored trajectory, and the faster one from n = 128 on). Any other
+    method is returned checked."""
     check_choice("method", method, METHODS + ("auto",))
     if method == "auto":
-        return "jacrev" if state_size <= AUTO_REVERSE_MAX else "jacfwd"
+        if state_size > AUTO_REVERSE_MAX:
+            return "jacfwd"
+        return "kernel" if cell is not None and jacobian_kernel_of(cell) is not None else "jacrev"
     return method
 
 
@@ -74,7 +88,11 @@ def _jac_product(cell, params, h1, xs, unroll):
     return jax.lax.scan(body, (h1, eye), xs, unroll=unroll)[0][1]
 
 
-_IMPLS = {"jacfwd": _jac_forward, "jacrev": _jac_reverse, "product": _jac_product}
+def _jac_kernel(cell, params, h1, xs, unroll):
+    return jacobian_kernel_of(cell)(params, h1, xs, unroll).T
+
+
+_IMPLS = {"jacfwd": _jac_forward, "jacrev": _jac_reverse, "product": _jac_product, "kernel": _jac_kernel}
 
 
 def _jacobian(cell, params, h1, xs, method="jacfwd", unroll=1):
@@ -92,8 +110,9 @@ def jacobian(cell, params, h1, xs, *, method: str = "auto", unroll: int = 1) -> 
       params: the cell's params (checked against ``cell.init``'s shapes before tracing).
       h1: (state_size,) the initial state h_1.
       xs: (T-1, input_size) inputs x_2..x_T (index convention: :mod:`rnn_dynamics`).
-      method: ``"auto"`` (default: ``"jacrev"`` for state_size ≤ 64, ``"jacfwd"`` above, the
-        faster one on CPU), ``"jacfwd"``, ``"jacrev"`` or ``"product"`` (module docstring).
+      method: ``"auto"`` (default: for state_size ≤ 64 the cell's own kernel where it has one,
+        else ``"jacrev"``; ``"jacfwd"`` above: the faster one on CPU), ``"jacfwd"``, ``"jacrev"``
+        or ``"product"`` (module docstring).
       unroll: ``lax.scan`` unroll factor (speed only).
 
     Returns:
@@ -109,7 +128,7 @@ def jacobian(cell, params, h1, xs, *, method: str = "auto", unroll: int = 1) -> 
         rd.jacobian(cell, cell.init(None), jnp.zeros(1), jnp.zeros((50, 1)))  # [[117.39]]
     """
     check_cell(cell)
-    method = resolve_method(method, cell.state_size)
+    method = resolve_method(method, cell.state_size, cell)
     h1, xs, unroll = check_args(cell, params, h1, xs, unroll)
     J = _jacobian_jit(cell, params, h1, xs, method=method, unroll=unroll)
     warn_if_degenerate(J, "∂h_T/∂h_1", inputs={"params": params, "h1": h1, "xs": xs})

@@ -46,7 +46,7 @@ from ._checks import (
     float_dtype,
     is_traced,
 )
-from ._compile import cell_jit
+from ._compile import _under_trace, cell_jit
 from ._jacobian import _jacobian, _log_norms, resolve_method
 
 __all__ = ["Spectra", "draw_seed", "spectra", "default_batch_size"]
@@ -234,6 +234,57 @@ def _leading(name, tree, what):
     return sizes.pop()
 
 
+class _Plan(NamedTuple):
+    """What a top-level ``spectra`` call's checks found, to run a call of the same signature."""
+
+    cell: object  # kept alive, so that its id (part of the signature) is not reused
+    jitted: object
+    static: object
+    hyper: object
+    h1: object  # the array passed for h1=None (a zero placeholder); None: the caller's h1
+    kw: dict
+    seeds: int
+    dense: bool
+
+
+# Top-level calls seen recently: signature -> _Plan. A signature holds everything the checks
+# read: the cell (by identity), every setting with its type, and the structure, shapes and
+# dtypes of every array argument (concrete jax arrays only). A call that matches one passed
+# the same checks before and goes straight to its compiled function.
+_PLANS: dict = {}
+_PLANS_MAX = 32
+
+
+def _aval(a):
+    if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+        return a.shape, a.dtype
+    raise TypeError  # not a concrete jax array: no signature
+
+
+def _signature(cell, key, seeds, steps, input_scale, h1, params, xs, settings):
+    """A hashable signature of a call, or None when the call has none (numpy or traced
+    arguments, a number for h1, a non-number input_scale: the checks then run every time)."""
+    if type(input_scale) not in (float, int):
+        return None
+    try:
+        sig = [id(cell), _aval(key), None if h1 is None else _aval(h1), None if xs is None else _aval(xs),
+               settings, tuple(map(type, settings)), bool(jax.config.jax_enable_x64)]
+        if params is not None:
+            leaves, treedef = jax.tree_util.tree_flatten(params)
+            sig.append(treedef)
+            sig.extend([_aval(a) for a in leaves])
+    except TypeError:
+        return None
+    return tuple(sig)
+
+
+def _plan_of(sig):
+    try:
+        return _PLANS.get(sig)
+    except TypeError:  # an unhashable setting: no plan
+        return None
+
+
 def spectra(
     cell,
     key,
@@ -266,8 +317,9 @@ def spectra(
       params: None (drawn with ``cell.init``) or a batch of params, every leaf with a leading
         axis of size S (e.g. ``jax.lax.map(cell.init, keys)``, or a trained network's).
       xs: None (drawn), a (T-1, input_size) array shared by all seeds, or (S, T-1, input_size).
-      method: how the dense ∂h_T/∂h_1 is computed: ``"auto"`` (jacrev up to n = 64, else
-        jacfwd), ``"jacfwd"``, ``"jacrev"``, ``"product"``.
+      method: how the dense ∂h_T/∂h_1 is computed, as in :func:`rnn_dynamics.jacobian`:
+        ``"auto"`` (up to n = 64 the cell's own kernel where it has one, else jacrev; jacfwd
+        above), ``"jacfwd"``, ``"jacrev"``, ``"product"``.
       batch_size: seeds vmapped together inside a ``lax.map`` over chunks; default
         :func:`default_batch_size`. 1 is a compiled loop, S a full vmap.
       curve: compute log10 ‖∂h_t/∂h_1‖₂ for every t (the rescaled scan; never overflows).
@@ -285,7 +337,10 @@ def spectra(
 
     Composes with ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (e.g. of ``.log10_norm.mean()``
     with respect to numbers the cell or ``params`` are built from). Outside a trace, a
-    ``NumericalWarning`` says how many seeds' dense matrices left the float range.
+    ``NumericalWarning`` says how many seeds' dense matrices left the float range. A top-level
+    call with the same cell object, settings, and array shapes and dtypes as a recent one (jax
+    arrays, not numpy) skips the argument checks it already passed and runs the compiled
+    function directly.
 
     Example::
 
@@ -293,7 +348,15 @@ def spectra(
         out = rd.spectra(cell, jax.random.key(0), seeds=32, steps=200)
         out.log10_norm        # (32,) log10 ‖∂h_T/∂h_1‖₂
     """
+    settings = (seeds, steps, method, batch_size, curve, dense, unroll, svd, serial_svd)
+    sig = _signature(cell, key, seeds, steps, input_scale, h1, params, xs, settings)
+    plan = _plan_of(sig) if sig is not None else None
+    if plan is not None and 0 <= input_scale < np.inf and not _under_trace():
+        out, bad = plan.jitted(plan.static, plan.hyper, key, plan.h1 if h1 is None else h1, params, xs,
+                               float(input_scale), **plan.kw)
+        return _warn_range(out, bad, plan.dense, plan.seeds)
     check_cell(cell)
+    xs_in = xs
     inferred = {}
     if params is not None:
         inferred["params"] = _leading("params", params, "a batch of per-seed params")
@@ -322,7 +385,7 @@ def spectra(
             raise ValueError(f"{name}: its leading (seed) axis has size {size}, but seeds = {seeds}.")
     steps = _check_steps(100 if steps is None else steps)
     input_scale = check_nonnegative("input_scale", input_scale)
-    method = resolve_method(method, cell.state_size)
+    method = resolve_method(method, cell.state_size, cell)
     batch_size = default_batch_size(cell.state_size, seeds) if batch_size is None else batch_size
     batch_size = min(check_positive_int("batch_size", batch_size), seeds)
     unroll = check_positive_int("unroll", unroll)
@@ -336,10 +399,20 @@ def spectra(
         h1_arr = h1
     else:
         h1_arr = jnp.asarray(h1, dt)
-    out, bad = _spectra(cell, key, h1_arr, params, xs, input_scale, seeds=seeds, steps=steps,
-                        method=method, h1_kind=kind, per_seed_xs=per_seed_xs, batch_size=batch_size,
-                        curve=bool(curve), dense=bool(dense), unroll=unroll, svd=bool(svd),
-                        serial_svd=bool(serial_svd))
+    kw = dict(seeds=seeds, steps=steps, method=method, h1_kind=kind, per_seed_xs=per_seed_xs,
+              batch_size=batch_size, curve=bool(curve), dense=bool(dense), unroll=unroll, svd=bool(svd),
+              serial_svd=bool(serial_svd))
+    jitted, static, hyper = _spectra.resolve(cell, key, h1_arr, params, xs, input_scale, **kw)
+    out, bad = jitted(static, hyper, key, h1_arr, params, xs, input_scale, **kw)
+    if (sig is not None and xs is xs_in and (h1 is None or (h1_arr is h1 and kind != "scale"))
+            and not _under_trace() and not is_traced(hyper)):
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[sig] = _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw, seeds, bool(dense))
+    return _warn_range(out, bad, dense, seeds)
+
+
+def _warn_range(out, bad, dense, seeds):
     if dense and not isinstance(bad, jax.core.Tracer):
         bad = int(np.asarray(bad))  # one scalar read back: waits for the computation
         if bad:
@@ -348,6 +421,6 @@ def spectra(
                 f"{bad} of {seeds} seeds (their singular_values are 0 or non-finite); "
                 f"log10_norms is unaffected. {FIX}",
                 NumericalWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     return out

@@ -57,7 +57,7 @@ import numpy as np
 
 from . import init as _init
 from .init import _scale
-from ._cell import BATCH_KERNELS, Cell, Fn, Hyper
+from ._cell import BATCH_KERNELS, JACOBIAN_KERNELS, Cell, Fn, Hyper
 from ._checks import (
     check_choice,
     check_nonnegative,
@@ -163,6 +163,32 @@ def _vanilla_batch_step(static, hp, params, H, X):
 
 
 BATCH_KERNELS[_vanilla_batch_step] = _vanilla_step
+
+
+def _vanilla_jacobian_t(static, hp, params, h1, xs, unroll):
+    # (∂h_T/∂h_1)ᵀ in one loop with the tangents as rows: Q_t = Q_{t-1} Wᵀ diag(φ'(a_t)) =
+    # (J_t ⋯ J_2)ᵀ, with a Wᵀ laid out once before the loop, so the step's product is a plain
+    # (n, n)·(n, n) one (jacrev needs a second loop; jacfwd's W @ Q and a vmapped jvp's Q @ Wᵀ
+    # with W in place run slower on XLA:CPU). h_t is computed as the step computes it, every step
+    # inside the loop (the same trajectory as rd.rollout's, and the same numbers on any number of
+    # devices: a first step peeled off the loop rounded differently once sharded).
+    (activation,) = static
+    act = ACTIVATIONS[activation][0]
+    W, U, b = params["W"], params["U"], params["b"]
+    Wt = W.T  # laid out once: the loop below multiplies by it as it is
+
+    def drive(h, x):  # as _vanilla_step: y = φ(a), and d = φ'(a)
+        return jax.jvp(act, (W @ h + U @ x + b,), (jnp.ones_like(h),))
+
+    def body(carry, x):
+        h, Q = carry
+        y, d = drive(h, x)
+        return (y, (Q @ Wt) * d), None
+
+    return jax.lax.scan(body, (h1, jnp.eye(h1.shape[0], dtype=h1.dtype)), xs, unroll=unroll)[0][1]
+
+
+JACOBIAN_KERNELS[_vanilla_step] = _vanilla_jacobian_t
 
 
 def _vanilla_bound(static, hp, params):

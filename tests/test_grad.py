@@ -42,6 +42,15 @@ def test_grad_of_dense_jacobian_spectral_norm_matches_finite_differences():
             _fd_check(f, p, jax.random.key(3))
 
 
+def test_grad_through_the_vanilla_kernel_matches_finite_differences():
+    # rd.jacobian's default for a small vanilla cell is the cell's own kernel (one loop of
+    # plain products with a transposed W laid out before it): reverse mode through it
+    with x64_enabled():
+        cell = rd.cells.vanilla(2, 5, "tanh", gain=1.4, bias_scale=0.3)
+        p, h1, xs = rd.draw_seed(cell, jax.random.key(7), 11, h1=0.5)
+        _fd_check(lambda p: jnp.log(rd.spectral_norm(rd.jacobian(cell, p, h1, xs))), p, jax.random.key(8))
+
+
 def test_grad_of_spectra_through_a_function_that_builds_the_params():
     with x64_enabled():
         key = jax.random.key(4)

@@ -137,6 +137,34 @@ def test_methods_finite_differences_step_jacobians_and_norm_curve_agree(name, ma
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "linear"])
+def test_vanilla_kernel_is_the_product_of_diag_phi_prime_times_W(activation, x64):
+    """The vanilla cell's own Jacobian kernel (what "auto" runs up to n = 64) against numpy's
+    product of D_t W at T = 2 (no step of its loop), 3 and 12, and against jacrev under vmap."""
+    from rnn_dynamics._jacobian import resolve_method
+
+    cell = rd.cells.vanilla(3, 5, activation, gain=1.2, bias_scale=0.5)
+    assert resolve_method("auto", 5, cell) == "kernel"
+    assert resolve_method("auto", 5, cell._replace(step=lambda p, h, x: cell.step(p, h, x))) == "jacrev"
+    assert resolve_method("auto", 65, rd.cells.vanilla(3, 65)) == "jacfwd"
+    for T in (2, 3, 12):
+        p, h1, xs = _setup(cell, T)
+        W, U, b = (np.asarray(p[k]) for k in ("W", "U", "b"))
+        h, P = np.asarray(h1), np.eye(5)
+        for x in np.asarray(xs):
+            a = W @ h + U @ x + b
+            P = np.diag(_np_phi_prime(activation, a)) @ W @ P
+            h = np.asarray(cell.step(p, jnp.asarray(h), jnp.asarray(x)))
+        scale = np.abs(P).max()
+        assert scale > 1e-12  # not a comparison of zeros (sigmoid: φ' <= 1/4 shrinks it fast)
+        np.testing.assert_allclose(rd.jacobian(cell, p, h1, xs), P, rtol=1e-10, atol=1e-12 * scale,
+                                   err_msg=f"T={T}")
+    ps, h1s, xss = jax.vmap(lambda k: rd.draw_seed(cell, k, 7, h1=0.5))(jax.random.split(KEY, 4))
+    batched = jax.vmap(lambda p, h, x: rd.jacobian(cell, p, h, x))
+    reverse = jax.vmap(lambda p, h, x: rd.jacobian(cell, p, h, x, method="jacrev"))
+    np.testing.assert_allclose(batched(ps, h1s, xss), reverse(ps, h1s, xss), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "linear"])
 def test_vanilla_step_jacobian_is_diag_phi_prime_times_W(activation, x64):
     cell = rd.cells.vanilla(3, 5, activation, gain=1.2, bias_scale=0.5)
     p, h1, xs = _setup(cell, 8)

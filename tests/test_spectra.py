@@ -218,3 +218,42 @@ def test_default_batch_size_follows_its_documented_rule():
              (32, 7): 7, (128, 3): 3}
     for (n, seeds), want in cases.items():
         assert rd.default_batch_size(n, seeds) == want, (n, seeds)
+
+
+def test_repeated_calls_skip_the_checks_but_still_reject_bad_input(monkeypatch):
+    """A call with the signature of an earlier one (same cell, settings, shapes and dtypes) goes
+    straight to the compiled function; anything else is checked as on a first call."""
+    from rnn_dynamics import _spectra
+
+    cell = rd.cells.vanilla(2, 5, "tanh", gain=0.9)
+    keys = jax.random.split(KEY, 3)
+    params, h1, xs = jax.vmap(lambda k: rd.draw_seed(cell, k, 9, input_scale=0.5))(keys)
+    first = rd.spectra(cell, KEY, params=params, h1=h1, xs=xs, input_scale=0.5)
+    compiled = _spectra._spectra.plain._cache_size()
+    checks = []
+    real = _spectra.check_params
+    monkeypatch.setattr(_spectra, "check_params", lambda *a, **k: (checks.append(1), real(*a, **k))[1])
+    again = rd.spectra(cell, KEY, params=params, h1=h1, xs=xs, input_scale=0.5)
+    assert checks == []  # the second call ran no check
+    np.testing.assert_array_equal(again.singular_values, first.singular_values)
+    np.testing.assert_array_equal(again.log10_norms, first.log10_norms)
+    # new values of the same shapes reuse it, and are used
+    other = rd.spectra(cell, KEY, params=jax.tree_util.tree_map(lambda a: 1.5 * a, params), h1=h1, xs=xs,
+                       input_scale=0.5)
+    assert checks == [] and not np.allclose(other.singular_values, first.singular_values)
+    assert _spectra._spectra.plain._cache_size() == compiled  # and the same compiled function
+    # a wrong leaf, a wrong dtype, a bad number: checked and named, as on a first call
+    bad = dict(params, W=params["W"][:, :4])
+    with pytest.raises(ValueError, match=r"params\['W'\]"):
+        rd.spectra(cell, KEY, params=bad, h1=h1, xs=xs, input_scale=0.5)
+    with pytest.raises(TypeError, match=r"params\['b'\]"):
+        rd.spectra(cell, KEY, params=dict(params, b=params["b"].astype(jnp.int32)), h1=h1, xs=xs, input_scale=0.5)
+    with pytest.raises(ValueError, match="input_scale"):
+        rd.spectra(cell, KEY, params=params, h1=h1, xs=xs, input_scale=-0.5)
+    with pytest.raises(ValueError, match="seeds"):
+        rd.spectra(cell, KEY, params=jax.tree_util.tree_map(lambda a: a[:2], params), h1=h1, xs=xs,
+                   input_scale=0.5)
+    assert len(checks) == 4
+    # an equal cell built anew is another signature: its first call is checked
+    rd.spectra(rd.cells.vanilla(2, 5, "tanh", gain=0.9), KEY, params=params, h1=h1, xs=xs, input_scale=0.5)
+    assert len(checks) == 5
