@@ -407,7 +407,7 @@ def spectra(
     if (sig is not None and xs is xs_in and (h1 is None or (h1_arr is h1 and kind != "scale"))
             and not _under_trace() and not is_traced(hyper)):
         if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.pop(next(iter(_PLANS)))
+            _PLANS.pop(next(iter(_PLANS)), None)
         _PLANS[sig] = _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw, seeds, bool(dense))
     return _warn_range(out, bad, dense, seeds)
 
