@@ -261,7 +261,7 @@ def _aval(a):
     raise TypeError  # not a concrete jax array: no signature
 
 
-def _signature(cell, key, seeds, steps, input_scale, h1, params, xs, settings):
+def _signature(cell, key, input_scale, h1, params, xs, settings):
     """A hashable signature of a call, or None when the call has none (numpy or traced
     arguments, a number for h1, a non-number input_scale: the checks then run every time)."""
     if type(input_scale) not in (float, int):
@@ -349,7 +349,7 @@ def spectra(
         out.log10_norm        # (32,) log10 ‖∂h_T/∂h_1‖₂
     """
     settings = (seeds, steps, method, batch_size, curve, dense, unroll, svd, serial_svd)
-    sig = _signature(cell, key, seeds, steps, input_scale, h1, params, xs, settings)
+    sig = _signature(cell, key, input_scale, h1, params, xs, settings)
     plan = _plan_of(sig) if sig is not None else None
     if plan is not None and 0 <= input_scale < np.inf and not _under_trace():
         out, bad = plan.jitted(plan.static, plan.hyper, key, plan.h1 if h1 is None else h1, params, xs,
