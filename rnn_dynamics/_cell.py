@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Cell", "Fn", "Hyper", "BATCH_KERNELS", "JACOBIAN_KERNELS", "batch_step_of", "jacobian_kernel_of", "check_cell", "check_params", "init_many", "split_cell", "merge_cell", "is_hyper_leaf"]
+__all__ = ["Cell", "Fn", "Hyper", "BATCH_KERNELS", "JACOBIAN_KERNELS", "batch_step_of", "jacobian_kernel_of", "check_cell", "check_params", "init_many", "remember", "split_cell", "merge_cell", "is_hyper_leaf"]
 
 Params = Any
 
@@ -225,6 +225,13 @@ _SPLITS: dict = {}
 _SPLITS_MAX = 32
 
 
+def remember(cache: dict, key, value, limit: int = 32) -> None:
+    """``cache[key] = value``, first dropping the oldest entry once ``cache`` holds ``limit``."""
+    if len(cache) >= limit:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = value
+
+
 def split_cell(cell: Cell):
     """``(static, hyper)``: the cell's structure (hashable) and its numbers (a list of leaves).
 
@@ -239,9 +246,7 @@ def split_cell(cell: Cell):
     dyn = [x if is_hyper_leaf(x) else None for x in leaves]
     static = _Static(treedef, tuple(None if is_hyper_leaf(x) else x for x in leaves))
     if not any(isinstance(x, jax.core.Tracer) for x in dyn):
-        if len(_SPLITS) >= _SPLITS_MAX:
-            _SPLITS.pop(next(iter(_SPLITS)), None)
-        _SPLITS[id(cell)] = (cell, static, tuple(dyn))
+        remember(_SPLITS, id(cell), (cell, static, tuple(dyn)), _SPLITS_MAX)
     return static, dyn
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._cell import check_cell, check_params, init_many
+from ._cell import check_cell, check_params, init_many, remember
 from ._checks import (
     FIX,
     NumericalWarning,
@@ -210,8 +210,8 @@ def _spectra_impl(cell, key, h1, params, xs, input_scale, *, seeds, steps, metho
         svd_ = lambda M: jnp.linalg.svd(M, compute_uv=False)
         sv = jax.lax.map(svd_, J) if serial_svd else svd_(J)
         # seeds whose dense matrix left the float range, counted here so that a top-level call
-        # reads one scalar back (a transfer and six numpy operations on the host cost ~0.2 ms
-        # per call after a computation); unused (and removed by XLA) under a user's trace
+        # reads one scalar back instead of every singular value; unused (and removed by XLA)
+        # under a user's trace
         bad = jnp.sum(~Spectra(logs, sv).dense_ok, dtype=jnp.int32)
     return Spectra(logs, sv), bad
 
@@ -242,9 +242,7 @@ class _Plan(NamedTuple):
     static: object
     hyper: object
     h1: object  # the array passed for h1=None (a zero placeholder); None: the caller's h1
-    kw: dict
-    seeds: int
-    dense: bool
+    kw: dict  # the compiled function's settings (seeds, dense, ...)
 
 
 # Top-level calls seen recently: signature -> _Plan. A signature holds everything the checks
@@ -354,7 +352,7 @@ def spectra(
     if plan is not None and 0 <= input_scale < np.inf and not _under_trace():
         out, bad = plan.jitted(plan.static, plan.hyper, key, plan.h1 if h1 is None else h1, params, xs,
                                float(input_scale), **plan.kw)
-        return _warn_range(out, bad, plan.dense, plan.seeds)
+        return _warn_range(out, bad, plan.kw["dense"], plan.kw["seeds"])
     check_cell(cell)
     xs_in = xs
     inferred = {}
@@ -406,9 +404,7 @@ def spectra(
     out, bad = jitted(static, hyper, key, h1_arr, params, xs, input_scale, **kw)
     if (sig is not None and xs is xs_in and (h1 is None or (h1_arr is h1 and kind != "scale"))
             and not _under_trace() and not is_traced(hyper)):
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.pop(next(iter(_PLANS)), None)
-        _PLANS[sig] = _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw, seeds, bool(dense))
+        remember(_PLANS, sig, _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw), _PLANS_MAX)
     return _warn_range(out, bad, dense, seeds)
 
 

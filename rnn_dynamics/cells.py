@@ -149,9 +149,13 @@ def _vanilla_init(static, hp, key):
     return {"W": hp["recurrent_init"](kw, (n, n), dt), "U": hp["input_init"](ku, (n, m), dt), "b": b}
 
 
+def _vanilla_drive(params, h, x):
+    return params["W"] @ h + params["U"] @ x + params["b"]
+
+
 def _vanilla_step(static, hp, params, h, x):
     (activation,) = static
-    return ACTIVATIONS[activation][0](params["W"] @ h + params["U"] @ x + params["b"])
+    return ACTIVATIONS[activation][0](_vanilla_drive(params, h, x))
 
 
 def _vanilla_batch_step(static, hp, params, H, X):
@@ -174,15 +178,11 @@ def _vanilla_jacobian_t(static, hp, params, h1, xs, unroll):
     # devices: a first step peeled off the loop rounded differently once sharded).
     (activation,) = static
     act = ACTIVATIONS[activation][0]
-    W, U, b = params["W"], params["U"], params["b"]
-    Wt = W.T  # laid out once: the loop below multiplies by it as it is
-
-    def drive(h, x):  # as _vanilla_step: y = φ(a), and d = φ'(a)
-        return jax.jvp(act, (W @ h + U @ x + b,), (jnp.ones_like(h),))
+    Wt = params["W"].T  # laid out once: the loop below multiplies by it as it is
 
     def body(carry, x):
         h, Q = carry
-        y, d = drive(h, x)
+        y, d = jax.jvp(act, (_vanilla_drive(params, h, x),), (jnp.ones_like(h),))  # φ(a), φ'(a)
         return (y, (Q @ Wt) * d), None
 
     return jax.lax.scan(body, (h1, jnp.eye(h1.shape[0], dtype=h1.dtype)), xs, unroll=unroll)[0][1]

@@ -41,7 +41,7 @@ values and Lyapunov exponents are bit for bit the same on CPU (tested with 1 and
 the curve's log10 differed by at most 2.4e-7 for vanilla cells). On several *CPU* devices (a
 CPU's cores exposed with ``jax_num_cpu_devices``, or ``rnn-dynamics sweep --cpu-devices``) only
 shapes with a state of at most 64 are split over them; larger ones run on the first device,
-whose matmuls already use every core (the measurements are in ``_shape_mesh``; each record's
+whose matmuls already use every core (measured: benchmarks/README.md; each record's
 ``device_count`` says how many devices its configuration ran on). There every SVD is unbatched
 (batched LAPACK calls on two CPU devices at once can hang XLA:CPU): the dense singular values
 are taken seed by seed, and with the curve (``"norms"``) each device runs its seeds one at a time.
@@ -448,11 +448,9 @@ def _shape_mesh(mesh: Mesh, state_size: int) -> Mesh:
     """The mesh a shape's groups run on: ``mesh``, except on several CPU devices of one process
     (a CPU's cores exposed as devices) for state sizes above 64, which run on the first device
     alone. Above n = 64 the library compiles without XLA's YNNPACK dots and XLA's own dots
-    already use every core, so splitting the seeds over the cores only makes them compete:
-    measured on a 2-core AMD EPYC (T = 500, dense, 8 / 64 seeds, study against a loop of
-    jitted one-seed calls) n = 128 ran at 1.31 / 1.34x the loop on two devices against 1.62 /
-    1.48x on one, n = 256 at 1.00 / 1.12x against 1.22 / 1.14x. Up to n = 64 the seeds'
-    matmuls are too small to fill the cores, and two devices run them side by side."""
+    already use every core, so splitting the seeds over the cores only makes them compete; up
+    to n = 64 the seeds' matmuls are too small to fill the cores, and two devices run them side
+    by side (the measurements: ``sweep.py`` in benchmarks/README.md)."""
     if (state_size > _MIN_STATE and jax.process_count() == 1 and several_cpu(mesh.devices.flat)):
         return _one_device_mesh(mesh.devices.flat[0])
     return mesh
@@ -480,8 +478,7 @@ def _seed_keys(study: Study, mesh: Mesh):
 
 @functools.lru_cache(maxsize=16)
 def _laid_out_keys(seed: int, S: int, impl: str, mesh: Mesh):
-    """A pure function of its arguments, cached (an immutable device array): laying the keys
-    out again costs ~0.25 ms per study on a 2-core CPU."""
+    """A pure function of its arguments, cached (an immutable device array laid out once)."""
     D = mesh.devices.size
     pad = -S % D
     data = _key_data(seed, S, impl)
@@ -636,8 +633,8 @@ def _record_frame(study: Study, config: dict, env: dict) -> tuple[str, str]:
 def _record_lines(study: Study, frame: tuple[str, str], arrays: dict) -> list[str]:
     """One record per seed, as JSON lines, built column-wise: the configuration's text (its
     ``frame``, from :func:`_record_frame`) is spliced into every seed's line and each metric is
-    converted once for all seeds (64 seeds with every metric: 0.41 ms against 1.73 ms for one
-    conversion and ``json.dumps`` per record)."""
+    converted once for all seeds (rather than one conversion and ``json.dumps`` per record;
+    timings in benchmarks/README.md)."""
     S = study.seeds
     cols: dict = {}
     if "log10_norms" in arrays:
