@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax._src import core as _core  # trace_state_clean has no public name
 
 from ._cell import check_cell, merge_cell, split_cell
 from ._checks import is_traced
@@ -46,9 +47,7 @@ def fast_cpu_options() -> dict:
 
 
 def _under_trace() -> bool:
-    from jax._src import core
-
-    return not core.trace_state_clean()
+    return not _core.trace_state_clean()
 
 
 def cell_jit(fun=None, *, static_argnames=()):

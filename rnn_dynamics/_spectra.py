@@ -243,6 +243,8 @@ class _Plan(NamedTuple):
     hyper: object
     h1: object  # the array passed for h1=None (a zero placeholder); None: the caller's h1
     kw: dict  # the compiled function's settings (seeds, dense, ...)
+    sig: tuple  # the signature it was made for
+    compiled: object  # jitted's executable for these arguments (jax's AOT ``Compiled``)
 
 
 # Top-level calls seen recently: signature -> _Plan. A signature holds everything the checks
@@ -251,6 +253,11 @@ class _Plan(NamedTuple):
 # the same checks before and goes straight to its compiled function.
 _PLANS: dict = {}
 _PLANS_MAX = 32
+# The latest plan by (cell identity, settings, h1 is None): a guess, taken before the signature.
+# Its executable refuses arguments of other structure, shapes or dtypes without tracing them;
+# the signature, read while the computation runs, must then equal the plan's, or the result is
+# dropped and the call takes the checked way (so a guess never returns what the checks reject).
+_GUESS: dict = {}
 
 
 def _aval(a):
@@ -276,9 +283,9 @@ def _signature(cell, key, input_scale, h1, params, xs, settings):
     return tuple(sig)
 
 
-def _plan_of(sig):
+def _plan_of(sig, plans=_PLANS):
     try:
-        return _PLANS.get(sig)
+        return plans.get(sig)
     except TypeError:  # an unhashable setting: no plan
         return None
 
@@ -338,7 +345,8 @@ def spectra(
     ``NumericalWarning`` says how many seeds' dense matrices left the float range. A top-level
     call with the same cell object, settings, and array shapes and dtypes as a recent one (jax
     arrays, not numpy) skips the argument checks it already passed and runs the compiled
-    function directly.
+    function directly: it is dispatched first and matched while it runs (a call that does not
+    match is checked and run as a first call would be, and its early result dropped).
 
     Example::
 
@@ -347,9 +355,22 @@ def spectra(
         out.log10_norm        # (32,) log10 ‖∂h_T/∂h_1‖₂
     """
     settings = (seeds, steps, method, batch_size, curve, dense, unroll, svd, serial_svd)
+    gkey = (id(cell), settings, h1 is None)
+    guess = _plan_of(gkey, _GUESS)
+    if guess is not None and type(input_scale) in (float, int) and 0 <= input_scale < np.inf and not _under_trace():
+        try:  # dispatched first: the host work below runs while the computation does
+            out, bad = guess.compiled(guess.hyper, key, guess.h1 if h1 is None else h1, params, xs, float(input_scale))
+        except Exception:  # other shapes, dtypes or structure: the checked way decides
+            out = None
+        if out is not None:
+            if _signature(cell, key, input_scale, h1, params, xs, settings) == guess.sig:
+                return _warn_range(out, bad, guess.kw["dense"], guess.kw["seeds"])
+            del _GUESS[gkey]  # accepted what the checks may not (numpy, other setting types): not again
     sig = _signature(cell, key, input_scale, h1, params, xs, settings)
     plan = _plan_of(sig) if sig is not None else None
     if plan is not None and 0 <= input_scale < np.inf and not _under_trace():
+        if plan.compiled is not None:
+            remember(_GUESS, gkey, plan, _PLANS_MAX)
         out, bad = plan.jitted(plan.static, plan.hyper, key, plan.h1 if h1 is None else h1, params, xs,
                                float(input_scale), **plan.kw)
         return _warn_range(out, bad, plan.kw["dense"], plan.kw["seeds"])
@@ -404,7 +425,14 @@ def spectra(
     out, bad = jitted(static, hyper, key, h1_arr, params, xs, input_scale, **kw)
     if (sig is not None and xs is xs_in and (h1 is None or (h1_arr is h1 and kind != "scale"))
             and not _under_trace() and not is_traced(hyper)):
-        remember(_PLANS, sig, _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw), _PLANS_MAX)
+        try:  # the executable jit has just built (its trace and compilation are cached: no new work)
+            compiled = jitted.lower(static, hyper, key, h1_arr, params, xs, input_scale, **kw).compile()
+        except Exception:  # e.g. arguments a lowering cannot take again: no guess, only the plan
+            compiled = None
+        plan = _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw, sig, compiled)
+        remember(_PLANS, sig, plan, _PLANS_MAX)
+        if compiled is not None:
+            remember(_GUESS, gkey, plan, _PLANS_MAX)
     return _warn_range(out, bad, dense, seeds)
 
 

@@ -242,6 +242,14 @@ def test_repeated_calls_skip_the_checks_but_still_reject_bad_input(monkeypatch):
                        input_scale=0.5)
     assert checks == [] and not np.allclose(other.singular_values, first.singular_values)
     assert _spectra._spectra.plain._cache_size() == compiled  # and the same compiled function
+    # equal values of other types are other calls: numpy params are checked (and give the same
+    # numbers), a setting of the wrong type is refused as on a first call
+    np_params = jax.tree_util.tree_map(np.asarray, params)
+    np.testing.assert_array_equal(
+        rd.spectra(cell, KEY, params=np_params, h1=h1, xs=xs, input_scale=0.5).singular_values, first.singular_values)
+    with pytest.raises(TypeError, match="unroll"):
+        rd.spectra(cell, KEY, params=params, h1=h1, xs=xs, input_scale=0.5, unroll=True)
+    assert len(checks) == 2
     # a wrong leaf, a wrong dtype, a bad number: checked and named, as on a first call
     bad = dict(params, W=params["W"][:, :4])
     with pytest.raises(ValueError, match=r"params\['W'\]"):
@@ -253,7 +261,7 @@ def test_repeated_calls_skip_the_checks_but_still_reject_bad_input(monkeypatch):
     with pytest.raises(ValueError, match="seeds"):
         rd.spectra(cell, KEY, params=jax.tree_util.tree_map(lambda a: a[:2], params), h1=h1, xs=xs,
                    input_scale=0.5)
-    assert len(checks) == 4
+    assert len(checks) == 6
     # an equal cell built anew is another signature: its first call is checked
     rd.spectra(rd.cells.vanilla(2, 5, "tanh", gain=0.9), KEY, params=params, h1=h1, xs=xs, input_scale=0.5)
-    assert len(checks) == 5
+    assert len(checks) == 7
