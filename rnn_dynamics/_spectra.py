@@ -357,7 +357,8 @@ def spectra(
     settings = (seeds, steps, method, batch_size, curve, dense, unroll, svd, serial_svd)
     gkey = (id(cell), settings, h1 is None)
     guess = _plan_of(gkey, _GUESS)
-    if guess is not None and type(input_scale) in (float, int) and 0 <= input_scale < np.inf and not _under_trace():
+    if (guess is not None and type(input_scale) in (float, int) and 0 <= input_scale < np.inf
+            and not _under_trace() and not jax.config.jax_disable_jit):
         try:  # dispatched first: the host work below runs while the computation does
             out, bad = guess.compiled(guess.hyper, key, guess.h1 if h1 is None else h1, params, xs, float(input_scale))
         except Exception:  # other shapes, dtypes or structure: the checked way decides
@@ -365,7 +366,7 @@ def spectra(
         if out is not None:
             if _signature(cell, key, input_scale, h1, params, xs, settings) == guess.sig:
                 return _warn_range(out, bad, guess.kw["dense"], guess.kw["seeds"])
-            del _GUESS[gkey]  # accepted what the checks may not (numpy, other setting types): not again
+            _GUESS.pop(gkey, None)  # accepted what the checks may not (numpy, other setting types): not again
     sig = _signature(cell, key, input_scale, h1, params, xs, settings)
     plan = _plan_of(sig) if sig is not None else None
     if plan is not None and 0 <= input_scale < np.inf and not _under_trace():
