@@ -238,13 +238,11 @@ class _Plan(NamedTuple):
     """What a top-level ``spectra`` call's checks found, to run a call of the same signature."""
 
     cell: object  # kept alive, so that its id (part of the signature) is not reused
-    jitted: object
-    static: object
-    hyper: object
+    hyper: object  # the cell's numbers, as the compiled function takes them
     h1: object  # the array passed for h1=None (a zero placeholder); None: the caller's h1
     kw: dict  # the compiled function's settings (seeds, dense, ...)
     sig: tuple  # the signature it was made for
-    compiled: object  # jitted's executable for these arguments (jax's AOT ``Compiled``)
+    compiled: object  # jit's executable for these arguments (jax's AOT ``Compiled``)
 
 
 # Top-level calls seen recently: signature -> _Plan. A signature holds everything the checks
@@ -287,6 +285,19 @@ def _plan_of(sig, plans=_PLANS):
     try:
         return plans.get(sig)
     except TypeError:  # an unhashable setting: no plan
+        return None
+
+
+def _run_plan(plan, key, h1, params, xs, input_scale):
+    """``(out, bad)`` from the plan's executable, or None where the call cannot take that way (a
+    traced, negative or non-number input_scale, a user's trace, jax.disable_jit) or the executable
+    refuses the arguments (other structure, shapes, dtypes or placement: nothing is traced)."""
+    if not (type(input_scale) in (float, int) and 0 <= input_scale < np.inf) or _under_trace() \
+            or jax.config.jax_disable_jit:
+        return None
+    try:
+        return plan.compiled(plan.hyper, key, plan.h1 if h1 is None else h1, params, xs, float(input_scale))
+    except Exception:
         return None
 
 
@@ -357,24 +368,17 @@ def spectra(
     settings = (seeds, steps, method, batch_size, curve, dense, unroll, svd, serial_svd)
     gkey = (id(cell), settings, h1 is None)
     guess = _plan_of(gkey, _GUESS)
-    if (guess is not None and type(input_scale) in (float, int) and 0 <= input_scale < np.inf
-            and not _under_trace() and not jax.config.jax_disable_jit):
-        try:  # dispatched first: the host work below runs while the computation does
-            out, bad = guess.compiled(guess.hyper, key, guess.h1 if h1 is None else h1, params, xs, float(input_scale))
-        except Exception:  # other shapes, dtypes or structure: the checked way decides
-            out = None
-        if out is not None:
-            if _signature(cell, key, input_scale, h1, params, xs, settings) == guess.sig:
-                return _warn_range(out, bad, guess.kw["dense"], guess.kw["seeds"])
-            _GUESS.pop(gkey, None)  # accepted what the checks may not (numpy, other setting types): not again
+    ran = None if guess is None else _run_plan(guess, key, h1, params, xs, input_scale)
+    if ran is not None:  # dispatched first: the signature is read while the computation runs
+        if _signature(cell, key, input_scale, h1, params, xs, settings) == guess.sig:
+            return _warn_range(*ran, guess.kw["dense"], guess.kw["seeds"])
+        _GUESS.pop(gkey, None)  # accepted what the checks may not (numpy, other setting types): not again
     sig = _signature(cell, key, input_scale, h1, params, xs, settings)
     plan = _plan_of(sig) if sig is not None else None
-    if plan is not None and 0 <= input_scale < np.inf and not _under_trace():
-        if plan.compiled is not None:
-            remember(_GUESS, gkey, plan, _PLANS_MAX)
-        out, bad = plan.jitted(plan.static, plan.hyper, key, plan.h1 if h1 is None else h1, params, xs,
-                               float(input_scale), **plan.kw)
-        return _warn_range(out, bad, plan.kw["dense"], plan.kw["seeds"])
+    ran = None if plan is None else _run_plan(plan, key, h1, params, xs, input_scale)
+    if ran is not None:
+        remember(_GUESS, gkey, plan, _PLANS_MAX)
+        return _warn_range(*ran, plan.kw["dense"], plan.kw["seeds"])
     check_cell(cell)
     xs_in = xs
     inferred = {}
@@ -428,11 +432,11 @@ def spectra(
             and not _under_trace() and not is_traced(hyper)):
         try:  # the executable jit has just built (its trace and compilation are cached: no new work)
             compiled = jitted.lower(static, hyper, key, h1_arr, params, xs, input_scale, **kw).compile()
-        except Exception:  # e.g. arguments a lowering cannot take again: no guess, only the plan
+        except Exception:  # e.g. arguments a lowering cannot take again: no plan
             compiled = None
-        plan = _Plan(cell, jitted, static, hyper, h1_arr if h1 is None else None, kw, sig, compiled)
-        remember(_PLANS, sig, plan, _PLANS_MAX)
         if compiled is not None:
+            plan = _Plan(cell, hyper, h1_arr if h1 is None else None, kw, sig, compiled)
+            remember(_PLANS, sig, plan, _PLANS_MAX)
             remember(_GUESS, gkey, plan, _PLANS_MAX)
     return _warn_range(out, bad, dense, seeds)
 
